@@ -1,0 +1,43 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install build kube-tools lint test test-fast demo bench clean
+
+$(STAMP): pyproject.toml setup.py
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(STAMP)
+
+# Re-cythonize when a .pyx/.pxd changed (the editable install built it once).
+build: install
+	$(BIN)/python setup.py -q build_ext --inplace
+
+# kube-apiserver, etcd and kubectl for the `kube` tests, built once into ~/.cache/pyambient/.
+kube-tools:
+	bash hack/install-kube-tools.sh
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy --no-error-summary waypoint ztunnel xds pyambient _core
+
+test: build kube-tools lint
+	$(BIN)/pytest
+
+test-fast: build
+	$(BIN)/pytest -m "not kube and not envoy and not ztunnel"
+
+demo: build
+	$(BIN)/pyambient demo
+
+bench: build
+	$(BIN)/pytest benchmarks --benchmark-enable -p no:cacheprovider
+	$(BIN)/python -m benchmarks.report
+
+clean:
+	rm -rf build $(VENV) _core/*.c _core/*.so

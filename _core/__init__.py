@@ -1,0 +1,1 @@
+"""Cython hot path of the ztunnel. Imports no project code; only `ztunnel` imports it."""

@@ -1,0 +1,2 @@
+# cython: language_level=3
+"""The single compilation unit of the Cython hot path; parts are `include`d below in dependency order."""

@@ -1,0 +1,1 @@
+"""Subcommands of the `pyambient` CLI, one module each."""
