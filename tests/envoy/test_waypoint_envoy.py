@@ -1,0 +1,223 @@
+"""A real Envoy waypoint, configured by our control plane, carrying real HBONE traffic."""
+
+from __future__ import annotations
+
+import collections
+import json
+import socket
+import ssl
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.harness.controlplane import ControlPlaneThread
+from tests.harness.envoy import EnvoyProcess, wait_until
+from tests.harness.hbone import HboneClient, HboneTerminator, NamedHttpBackend, http_get
+from tests.harness.meshes import http_route, shop_mesh
+from xds import resources
+from xds.ca import CertificateAuthority, spiffe_id
+from xds.envoy.bootstrap import WaypointNode
+
+pytestmark = pytest.mark.envoy
+
+SHOP_WAYPOINT = WaypointNode("waypoint", "shop", "127.0.2.1")
+REVIEWS_WAYPOINT = WaypointNode("reviews-waypoint", "shop", "127.0.2.2")
+OTHER_WAYPOINT = WaypointNode("waypoint", "other", "127.0.2.3")
+PODS = {"127.0.1.11": "web-v1", "127.0.1.12": "web-v2", "127.0.1.13": "db", "127.0.1.14": "reviews", "127.0.1.21": "echo"}
+ALL_TYPES = (resources.LISTENER, resources.CLUSTER, resources.ENDPOINT, resources.SECRET)
+
+
+@dataclass
+class Mesh:
+    control: ControlPlaneThread
+    envoys: dict[str, EnvoyProcess]
+    terminators: dict[str, HboneTerminator]
+    ca: CertificateAuthority
+
+    def client(self, node: WaypointNode, identity: str = spiffe_id("shop", "sleep")) -> HboneClient:
+        return HboneClient((node.listen_address, 15008), self.ca.issue(identity))
+
+    def acked_everything(self, envoy: EnvoyProcess, since_version: dict[str, str] | None = None) -> bool:
+        cp = self.control.control_plane
+        snapshot = cp.snapshot_for(envoy.node.to_node())
+        return all(cp.acks.get((envoy.node.node_id, t)) == snapshot.version(t) for t in ALL_TYPES)
+
+
+@pytest.fixture(scope="module", params=["delta", "sotw"])
+def mesh(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    ca = CertificateAuthority()
+    control = ControlPlaneThread(shop_mesh(), ca=ca).start()
+    workdir: Path = tmp_path_factory.mktemp(f"envoy-{request.param}")
+    node_identity = ca.issue(spiffe_id("istio-system", "ztunnel"))
+    terminators = {ip: HboneTerminator(ip, node_identity) for ip in PODS}
+    backends = [NamedHttpBackend(ip, 8080, name) for ip, name in PODS.items()]
+    envoys = {
+        n.node_id: EnvoyProcess(workdir, n, control.port, delta=request.param == "delta").start()
+        for n in (SHOP_WAYPOINT, REVIEWS_WAYPOINT, OTHER_WAYPOINT)
+    }
+    m = Mesh(control, envoys, terminators, ca)
+    try:
+        for envoy in envoys.values():
+            wait_until(lambda e=envoy: m.acked_everything(e), what=f"{envoy.node.node_id} ACKs every type")
+        yield m
+    finally:
+        for envoy in envoys.values():
+            envoy.stop()
+        for t in terminators.values():
+            t.close()
+        for b in backends:
+            b.close()
+        control.stop()
+
+
+def envoy_of(mesh: Mesh, node: WaypointNode) -> EnvoyProcess:
+    return mesh.envoys[node.node_id]
+
+
+def test_envoy_acks_every_resource_and_dump_has_istio_names(mesh: Mesh) -> None:
+    assert mesh.control.control_plane.nacks == []
+    shop = envoy_of(mesh, SHOP_WAYPOINT)
+    assert shop.dynamic_names("listeners") == {"connect_terminate", "main_internal", "connect_originate"}
+    clusters = shop.dynamic_names("clusters")
+    assert {"main_internal", "encap", "connect_originate"} <= clusters
+    assert "inbound-vip|80|http|web.shop.svc.cluster.local" in clusters
+    assert "inbound-vip|80|http|web-v1.shop.svc.cluster.local" in clusters
+    assert "inbound-vip|5432|tcp|db.shop.svc.cluster.local" in clusters
+    dump = json.dumps(shop.config_dump())
+    assert "envoy://connect_originate/127.0.1.11:8080" in dump or '"endpoint_id": "127.0.1.11:8080"' in dump
+    assert "%DOWNSTREAM_LOCAL_ADDRESS%" in dump
+
+
+def test_service_account_waypoint_wins_for_its_account(mesh: Mesh) -> None:
+    reviews = envoy_of(mesh, REVIEWS_WAYPOINT).dynamic_names("clusters")
+    shop = envoy_of(mesh, SHOP_WAYPOINT).dynamic_names("clusters")
+    assert "inbound-vip|9080|http|reviews.shop.svc.cluster.local" in reviews
+    assert "inbound-vip|9080|http|reviews.shop.svc.cluster.local" not in shop
+    assert not any("web" in c for c in reviews)
+
+
+def test_namespace_waypoint_has_nothing_of_other_namespaces(mesh: Mesh) -> None:
+    shop = envoy_of(mesh, SHOP_WAYPOINT)
+    assert not any(".other.svc" in c for c in shop.dynamic_names("clusters"))
+    assert "127.96.1.10" not in json.dumps(shop.config_dump())
+    other = envoy_of(mesh, OTHER_WAYPOINT).dynamic_names("clusters")
+    assert "inbound-vip|80|http|echo.other.svc.cluster.local" in other
+    assert not any(".shop.svc" in c for c in other)
+
+
+def test_hbone_through_waypoint_reaches_pod_with_waypoint_identity(mesh: Mesh) -> None:
+    terminator = mesh.terminators["127.0.1.13"]
+    before = len(terminator.records)
+    with mesh.client(SHOP_WAYPOINT) as client:
+        assert client.peer_identity == spiffe_id("shop", "waypoint")
+        result = client.exchange("127.96.0.13:5432", http_get())
+    assert result.status == 200
+    assert result.body.endswith(b"db")
+    record = terminator.records[before]
+    assert record.peer_identity == spiffe_id("shop", "waypoint")
+    assert record.authority == "127.0.1.13:8080"
+
+
+def _split(mesh: Mesh, n: int) -> collections.Counter[str]:
+    counts: collections.Counter[str] = collections.Counter()
+    with mesh.client(SHOP_WAYPOINT) as client:
+        for _ in range(n):
+            result = client.exchange("127.96.0.10:80", http_get("web.shop"))
+            assert result.status == 200, result
+            counts[result.body.rsplit(b"\r\n", 1)[-1].decode()] += 1
+    return counts
+
+
+def _route_weights(envoy: EnvoyProcess) -> list[int]:
+    dump = envoy.config_dump()
+    for config in dump["configs"]:
+        if config["@type"].endswith("ListenersConfigDump"):
+            for entry in config.get("dynamic_listeners", []):
+                if entry["name"] == "main_internal":
+                    text = json.dumps(entry["active_state"])
+                    weights = []
+                    for chain in entry["active_state"]["listener"]["filter_chains"]:
+                        if chain["name"] == "inbound-vip|80|http|web.shop.svc.cluster.local":
+                            hcm = chain["filters"][0]["typed_config"]
+                            route = hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"]
+                            weights = [c["weight"] for c in route["weighted_clusters"]["clusters"]]
+                    assert text
+                    return weights
+    return []
+
+
+def test_httproute_split_applies_and_changes_live(mesh: Mesh) -> None:
+    counts = _split(mesh, 400)
+    assert set(counts) == {"web-v1", "web-v2"}
+    assert 0.85 <= counts["web-v1"] / 400 <= 0.95, counts
+    envoy = envoy_of(mesh, SHOP_WAYPOINT)
+    pid = envoy.process.pid if envoy.process else None
+    mesh.control.apply(shop_mesh(50, 50))
+    wait_until(lambda: _route_weights(envoy) == [50, 50], what="50/50 weights in envoy")
+    counts = _split(mesh, 400)
+    assert 0.45 <= counts["web-v1"] / 400 <= 0.55, counts
+    assert envoy.process is not None and envoy.process.pid == pid and envoy.alive()
+    mesh.control.apply(shop_mesh())
+    wait_until(lambda: _route_weights(envoy) == [90, 10], what="weights restored")
+
+
+def test_connect_terminate_refuses_bad_peers_and_keeps_serving(mesh: Mesh) -> None:
+    # A certificate from another trust domain (another CA): the handshake fails.
+    foreign = CertificateAuthority("evil.example").issue("spiffe://evil.example/ns/shop/sa/sleep")
+    with pytest.raises((ssl.SSLError, OSError, AssertionError)):
+        HboneClient(("127.0.2.1", 15008), foreign).exchange("127.96.0.13:5432", http_get())
+    # Plaintext on 15008: the connection is closed without an HTTP answer.
+    with socket.create_connection(("127.0.2.1", 15008), timeout=5) as plain:
+        plain.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert b"HTTP/1.1 200" not in plain.recv(4096)
+    # A valid peer sending something other than CONNECT: refused (no route).
+    with mesh.client(SHOP_WAYPOINT) as client:
+        result = client.exchange("127.96.0.13:5432", b"", method="GET")
+        assert result.status == 404
+    # Others keep being served.
+    with mesh.client(SHOP_WAYPOINT) as client:
+        assert client.exchange("127.96.0.13:5432", http_get()).status == 200
+    assert envoy_of(mesh, SHOP_WAYPOINT).alive()
+
+
+def test_invalid_resource_is_nacked_and_last_good_config_keeps_serving(mesh: Mesh) -> None:
+    cp = mesh.control.control_plane
+    nacks_before = len(cp.nacks)
+    bad = [o for o in shop_mesh() if o["kind"] != "HTTPRoute"] + [
+        # RE2 cannot compile this: our model passes it through, Envoy must reject the listener.
+        http_route("shop", "web-split", "web", 80, [("web-v1", 90), ("web-v2", 10)], path=("RegularExpression", "(["))
+    ]
+    mesh.control.apply(bad)
+    wait_until(lambda: len(cp.nacks) > nacks_before, what="a NACK")
+    nack = cp.nacks[-1]
+    assert nack.type_url == resources.LISTENER
+    assert nack.message, "the NACK carries Envoy's error detail"
+    assert cp.nack_counter.labels(type="LDS")._value.get() >= 1
+    counts = _split(mesh, 40)  # the previous (90/10) config still routes
+    assert set(counts) <= {"web-v1", "web-v2"} and sum(counts.values()) == 40
+    mesh.control.apply(shop_mesh())
+    envoy = envoy_of(mesh, SHOP_WAYPOINT)
+    wait_until(lambda: mesh.acked_everything(envoy), what="the fixed config is ACKed")
+
+
+def test_certificate_rotation_without_restart(mesh: Mesh) -> None:
+    envoy = envoy_of(mesh, SHOP_WAYPOINT)
+    pid = envoy.process.pid if envoy.process else None
+    with mesh.client(SHOP_WAYPOINT) as client:
+        first = client.sock.getpeercert(binary_form=True)
+    mesh.control.control_plane.rotate_certificates(root=True)
+    # Clients and destination nodes get certificates from the new root too.
+    new_root_identity = mesh.ca.issue(spiffe_id("istio-system", "ztunnel"))
+    for terminator in mesh.terminators.values():
+        terminator.set_certificate(new_root_identity)
+
+    def rotated() -> bool:
+        with mesh.client(SHOP_WAYPOINT) as client:
+            return client.sock.getpeercert(binary_form=True) != first
+
+    wait_until(rotated, what="envoy serves the re-issued certificate")
+    with mesh.client(SHOP_WAYPOINT) as client:
+        assert client.exchange("127.96.0.13:5432", http_get()).status == 200
+    assert envoy.process is not None and envoy.process.pid == pid

@@ -1,0 +1,1 @@
+"""Test harness: real Envoy, our control plane, HBONE peers."""

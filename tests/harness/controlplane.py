@@ -1,0 +1,34 @@
+"""Our control plane on its own asyncio loop in a thread, so tests stay synchronous."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from xds.ca import CertificateAuthority
+from xds.controlplane import ControlPlane
+from xds.mesh.objects import mesh_from_objects
+
+
+class ControlPlaneThread:
+    def __init__(self, objects: Iterable[Mapping[str, Any]], *, ca: CertificateAuthority | None = None) -> None:
+        self.control_plane = ControlPlane(ca=ca, debounce=0.05)
+        self.control_plane.update(mesh_from_objects(objects))
+        self.loop = asyncio.new_event_loop()
+        self.port = 0
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="control-plane")
+
+    def start(self) -> ControlPlaneThread:
+        self._thread.start()
+        self.port = asyncio.run_coroutine_threadsafe(self.control_plane.start("127.0.0.1:0"), self.loop).result(10)
+        return self
+
+    def apply(self, objects: Iterable[Mapping[str, Any]]) -> None:
+        self.control_plane.update(mesh_from_objects(objects))
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.control_plane.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)

@@ -1,0 +1,206 @@
+"""The control plane: the current mesh, the CA, and a per-node snapshot served over ADS.
+
+`update(mesh)` may be called from any thread (file watcher, Kubernetes watches); pushes are
+debounced so a burst of edits becomes one push. Snapshots are pure functions of (mesh, node,
+certificates) and are cached per mesh generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from envoy_data_plane.envoy.config.core.v3 import Node
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from xds import resources
+from xds.ca import CertificateAuthority, IssuedCertificate
+from xds.envoy.bootstrap import WaypointNode
+from xds.envoy.secrets import workload_secrets
+from xds.envoy.waypoint import build_waypoint
+from xds.mesh.model import Mesh
+from xds.server import AdsServer
+from xds.snapshot import Snapshot
+from xds.stream import Acked, Event, Nacked
+
+log = logging.getLogger("pyambient.controlplane")
+
+NodeBuilder = Callable[[Mesh, Node, "ControlPlane"], Snapshot | None]
+
+
+@dataclass(frozen=True)
+class NackRecord:
+    node_id: str
+    type_url: str
+    rejected_version: str
+    message: str
+
+
+class ControlPlane:
+    def __init__(
+        self,
+        *,
+        ca: CertificateAuthority | None = None,
+        debounce: float = 0.1,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.ca = ca or CertificateAuthority()
+        self.debounce = debounce
+        self._lock = threading.Lock()
+        self._mesh = Mesh()
+        self._pending: Mesh | None = None
+        self._generation = 0
+        self._cert_generation = 0
+        self._certs: dict[str, IssuedCertificate] = {}
+        self._cache: dict[tuple[int, int, str], Snapshot] = {}
+        self._wakers: set[Callable[[], None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._server: AdsServer | None = None
+        self.builders: list[NodeBuilder] = [waypoint_snapshot]
+        self.nacks: list[NackRecord] = []
+        self.acks: dict[tuple[str, str], str] = {}  # (node id, type) -> acked version
+        self.registry = registry or CollectorRegistry()
+        self.nack_counter = Counter(
+            "pyambient_xds_nacks", "xDS responses a client rejected", ["type"], registry=self.registry
+        )
+        self.push_counter = Counter("pyambient_xds_pushes", "Mesh generations pushed", registry=self.registry)
+        self.connected = Gauge("pyambient_xds_connections", "Open ADS streams", registry=self.registry)
+
+    # --- inputs ---------------------------------------------------------------------------------
+
+    @property
+    def mesh(self) -> Mesh:
+        return self._mesh
+
+    def update(self, mesh: Mesh) -> None:
+        """Take a new mesh; it is pushed after `debounce` seconds without a further update."""
+        for error in mesh.errors:
+            log.warning("mesh input rejected: %s", error)
+        with self._lock:
+            self._pending = mesh
+        loop = self._loop
+        if loop is None:
+            self._commit()
+        else:
+            loop.call_soon_threadsafe(self._schedule_flush)
+
+    def _schedule_flush(self) -> None:
+        assert self._loop is not None
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+        self._flush_handle = self._loop.call_later(self.debounce, self._commit)
+
+    def _commit(self) -> None:
+        with self._lock:
+            if self._pending is None:
+                return
+            self._mesh, self._pending = self._pending, None
+            self._generation += 1
+            self._cache.clear()
+        self.push_counter.inc()
+        self._wake_all()
+
+    def rotate_certificates(self, *, root: bool = False) -> None:
+        """Re-issue every leaf (and the root first, if asked); pushed over SDS, no restart needed."""
+        if root:
+            self.ca.rotate_root()
+        with self._lock:
+            self._certs.clear()
+            self._cert_generation += 1
+            self._cache.clear()
+        self._schedule_wake()
+
+    def _schedule_wake(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake_all)
+
+    def _wake_all(self) -> None:
+        for wake in list(self._wakers):
+            wake()
+
+    # --- what the server asks -------------------------------------------------------------------
+
+    def certificate(self, identity: str) -> IssuedCertificate:
+        with self._lock:
+            cert = self._certs.get(identity)
+        if cert is None:
+            cert = self.ca.issue(identity)
+            with self._lock:
+                self._certs[identity] = cert
+        return cert
+
+    def snapshot_for(self, node: Node) -> Snapshot:
+        key = (self._generation, self._cert_generation, node.id)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        mesh = self._mesh
+        snapshot = Snapshot()
+        for builder in self.builders:
+            built = builder(mesh, node, self)
+            if built is not None:
+                snapshot = built
+                break
+        self._cache[key] = snapshot
+        return snapshot
+
+    def register(self, wake: Callable[[], None]) -> Callable[[], None]:
+        self._wakers.add(wake)
+        self.connected.inc()
+
+        def unregister() -> None:
+            self._wakers.discard(wake)
+            self.connected.dec()
+
+        return unregister
+
+    def on_event(self, node: Node | None, event: Event) -> None:
+        node_id = node.id if node else "?"
+        if isinstance(event, Nacked):
+            self.nack_counter.labels(type=resources.short(event.type_url)).inc()
+            self.nacks.append(NackRecord(node_id, event.type_url, event.rejected_version, event.message))
+        elif isinstance(event, Acked):
+            self.acks[(node_id, event.type_url)] = event.version
+
+    # --- serving --------------------------------------------------------------------------------
+
+    async def start(self, address: str = "127.0.0.1:15010") -> int:
+        """Start the ADS server on the running loop; returns the bound port."""
+        self._loop = asyncio.get_running_loop()
+        self._server = AdsServer(self)
+        return await self._server.start(address)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await self._server.stop()
+        self._loop = None
+
+    async def serve(self, address: str = "127.0.0.1:15010") -> None:
+        await self.start(address)
+        assert self._server is not None and self._server.server is not None
+        await self._server.server.wait_for_termination()
+
+
+def waypoint_snapshot(mesh: Mesh, node: Node, control_plane: ControlPlane) -> Snapshot | None:
+    """Listeners, clusters, endpoints and secrets for a waypoint Envoy; None for other nodes."""
+    who = WaypointNode.from_node(node)
+    if who is None:
+        return None
+    waypoint = mesh.waypoint(who.namespace, who.name)
+    if waypoint is None:
+        log.warning("node %s names waypoint %s/%s, which the mesh does not have", node.id, who.namespace, who.name)
+        return Snapshot.build({resources.LISTENER: [], resources.CLUSTER: [], resources.ENDPOINT: []})
+    built = build_waypoint(mesh, waypoint, bind_ip=who.listen_address)
+    cert = control_plane.certificate(waypoint.identity)
+    return Snapshot.build(
+        {
+            resources.LISTENER: [(r.name, r) for r in built.listeners],
+            resources.CLUSTER: [(r.name, r) for r in built.clusters],
+            resources.ENDPOINT: [(r.cluster_name, r) for r in built.endpoints],
+            resources.SECRET: [(s.name, s) for s in workload_secrets(cert)],
+        }
+    )

@@ -1,0 +1,1 @@
+"""Envoy configuration builders (envoy-data-plane messages)."""

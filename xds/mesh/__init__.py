@@ -1,0 +1,1 @@
+"""The mesh model and its sources (YAML files, Kubernetes objects)."""

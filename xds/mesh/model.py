@@ -1,0 +1,311 @@
+"""The mesh model: an immutable snapshot of what the mesh is, built from Kubernetes objects.
+
+Everything downstream (waypoint Envoy config, ztunnel workload state) is a pure function of a
+`Mesh`. Two sources build it from the same objects users apply: YAML files in a directory
+(`xds.mesh.files`) and a live API server (the controller in `waypoint/`).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from xds.ca import DEFAULT_TRUST_DOMAIN, spiffe_id
+
+CLUSTER_DOMAIN = "cluster.local"
+HBONE_PORT = 15008
+WAYPOINT_CLASS = "istio-waypoint"
+WAYPOINT_CONTROLLER = "istio.io/mesh-controller"
+GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
+
+# Binding labels and annotations (see README: "Waypoint binding").
+USE_WAYPOINT = "istio.io/use-waypoint"
+USE_WAYPOINT_NAMESPACE = "istio.io/use-waypoint-namespace"
+WAYPOINT_FOR = "istio.io/waypoint-for"
+FOR_SERVICE_ACCOUNT = "istio.io/for-service-account"
+DATAPLANE_MODE = "istio.io/dataplane-mode"
+
+
+class Protocol(enum.Enum):
+    """What a service port speaks, as Istio infers it (appProtocol, then the port name prefix)."""
+
+    HTTP = "http"
+    HTTP2 = "http2"
+    GRPC = "grpc"
+    TCP = "tcp"
+    TLS = "tls"
+    UDP = "udp"
+    UNKNOWN = "unknown"
+
+    @property
+    def is_http(self) -> bool:
+        return self in (Protocol.HTTP, Protocol.HTTP2, Protocol.GRPC)
+
+
+class TrafficType(enum.Enum):
+    """`istio.io/waypoint-for`: which traffic a waypoint serves."""
+
+    SERVICE = "service"
+    WORKLOAD = "workload"
+    ALL = "all"
+    NONE = "none"
+
+    @property
+    def serves_services(self) -> bool:
+        return self in (TrafficType.SERVICE, TrafficType.ALL)
+
+    @property
+    def serves_workloads(self) -> bool:
+        return self in (TrafficType.WORKLOAD, TrafficType.ALL)
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    kind: str
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}" if self.namespace else f"{self.kind} {self.name}"
+
+
+@dataclass(frozen=True)
+class ModelError:
+    """An input the model could not use, and why; reported, never raised."""
+
+    ref: ObjectRef
+    field: str
+    message: str
+    source: str = ""  # the file it came from, in local mode
+
+    def __str__(self) -> str:
+        where = f"{self.source}: " if self.source else ""
+        return f"{where}{self.ref}: {self.field}: {self.message}"
+
+
+@dataclass(frozen=True)
+class Namespace:
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def ambient(self) -> bool:
+        return self.labels.get(DATAPLANE_MODE) == "ambient"
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    name: str
+    port: int
+    target_port: int
+    protocol: Protocol
+
+
+@dataclass(frozen=True)
+class Service:
+    namespace: str
+    name: str
+    vips: tuple[str, ...]
+    ports: tuple[ServicePort, ...]
+    selector: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    creation: str = ""
+
+    @property
+    def hostname(self) -> str:
+        return f"{self.name}.{self.namespace}.svc.{CLUSTER_DOMAIN}"
+
+    @property
+    def ref(self) -> ObjectRef:
+        return ObjectRef("Service", self.namespace, self.name)
+
+    def port(self, number: int) -> ServicePort | None:
+        return next((p for p in self.ports if p.port == number), None)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A pod (or any addressable endpoint) with its identity."""
+
+    namespace: str
+    name: str
+    ip: str
+    service_account: str = "default"
+    node: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    ready: bool = True
+    captured: bool = False  # in the ambient mesh: reached over HBONE on <ip>:15008
+    uid: str = ""
+
+    @property
+    def identity(self) -> str:
+        return spiffe_id(self.namespace, self.service_account)
+
+    @property
+    def canonical_name(self) -> str:
+        return (
+            self.labels.get("service.istio.io/canonical-name")
+            or self.labels.get("app.kubernetes.io/name")
+            or self.labels.get("app")
+            or self.name
+        )
+
+    @property
+    def canonical_revision(self) -> str:
+        return (
+            self.labels.get("service.istio.io/canonical-revision")
+            or self.labels.get("app.kubernetes.io/version")
+            or self.labels.get("version")
+            or "latest"
+        )
+
+    @property
+    def ref(self) -> ObjectRef:
+        return ObjectRef("Pod", self.namespace, self.name)
+
+
+@dataclass(frozen=True)
+class Waypoint:
+    """A Gateway of class `istio-waypoint`."""
+
+    namespace: str
+    name: str
+    traffic_type: TrafficType
+    for_service_account: str | None = None  # the seeds' per-account waypoint
+    service_account: str = ""  # the waypoint's own account (its identity)
+    allowed_routes_from: str = "Same"
+    listener_valid: bool = True
+    addresses: tuple[str, ...] = ()  # status.addresses IPs, when programmed
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+    @property
+    def hostname(self) -> str:
+        return f"{self.name}.{self.namespace}.svc.{CLUSTER_DOMAIN}"
+
+    @property
+    def identity(self) -> str:
+        return spiffe_id(self.namespace, self.service_account or self.name)
+
+    @property
+    def ref(self) -> ObjectRef:
+        return ObjectRef("Gateway", self.namespace, self.name)
+
+
+@dataclass(frozen=True)
+class BackendRef:
+    namespace: str
+    name: str
+    port: int | None
+    weight: int
+
+
+@dataclass(frozen=True)
+class PathMatch:
+    kind: str  # "PathPrefix" | "Exact" | "RegularExpression"
+    value: str
+
+
+@dataclass(frozen=True)
+class RouteRule:
+    matches: tuple[PathMatch, ...]
+    backends: tuple[BackendRef, ...]
+
+
+@dataclass(frozen=True)
+class HTTPRoute:
+    namespace: str
+    name: str
+    parents: tuple[tuple[str, str, int | None], ...]  # Service parentRefs: (namespace, name, port)
+    rules: tuple[RouteRule, ...]
+    creation: str = ""
+
+
+class PolicyAction(enum.Enum):
+    ALLOW = "ALLOW"
+    DENY = "DENY"
+
+
+@dataclass(frozen=True)
+class PolicyRule:
+    """One `rules[]` entry, L4 fields only (what ztunnel enforces); empty tuple = any."""
+
+    principals: tuple[str, ...] = ()
+    not_principals: tuple[str, ...] = ()
+    namespaces: tuple[str, ...] = ()
+    not_namespaces: tuple[str, ...] = ()
+    ports: tuple[int, ...] = ()
+    not_ports: tuple[int, ...] = ()
+    ip_blocks: tuple[str, ...] = ()
+    has_l7: bool = False  # methods/paths: waypoint-only, ignored by ztunnel
+
+
+@dataclass(frozen=True)
+class AuthorizationPolicy:
+    namespace: str
+    name: str
+    action: PolicyAction
+    selector: Mapping[str, str] | None  # None: namespace-wide (or mesh-wide in the root namespace)
+    rules: tuple[PolicyRule, ...]
+    target_refs: tuple[tuple[str, str], ...] = ()  # (kind, name): policies attached to a waypoint/service
+
+
+@dataclass(frozen=True)
+class PeerAuthentication:
+    namespace: str
+    name: str
+    mode: str  # STRICT | PERMISSIVE | DISABLE
+    selector: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Mesh:
+    namespaces: Mapping[str, Namespace] = field(default_factory=dict)
+    services: tuple[Service, ...] = ()
+    workloads: tuple[Workload, ...] = ()
+    waypoints: tuple[Waypoint, ...] = ()
+    routes: tuple[HTTPRoute, ...] = ()
+    policies: tuple[AuthorizationPolicy, ...] = ()
+    peer_authentications: tuple[PeerAuthentication, ...] = ()
+    errors: tuple[ModelError, ...] = ()
+    trust_domain: str = DEFAULT_TRUST_DOMAIN
+
+    def service(self, namespace: str, name: str) -> Service | None:
+        return next((s for s in self.services if s.namespace == namespace and s.name == name), None)
+
+    def waypoint(self, namespace: str, name: str) -> Waypoint | None:
+        return next((w for w in self.waypoints if w.namespace == namespace and w.name == name), None)
+
+    def namespace_labels(self, namespace: str) -> Mapping[str, str]:
+        ns = self.namespaces.get(namespace)
+        return ns.labels if ns else {}
+
+    def endpoints(self, service: Service) -> tuple[Workload, ...]:
+        """Ready workloads selected by the service, in a stable order."""
+        if not service.selector:
+            return ()
+        return tuple(
+            w
+            for w in self.workloads_by_namespace.get(service.namespace, ())
+            if w.ready and all(w.labels.get(k) == v for k, v in service.selector.items())
+        )
+
+    @cached_property
+    def workloads_by_namespace(self) -> Mapping[str, tuple[Workload, ...]]:
+        index: dict[str, list[Workload]] = {}
+        for w in self.workloads:
+            index.setdefault(w.namespace, []).append(w)
+        return {ns: tuple(ws) for ns, ws in index.items()}
+
+    def waypoint_workloads(self, waypoint: Waypoint) -> tuple[Workload, ...]:
+        """The waypoint's own pods (how ztunnels reach it)."""
+        return tuple(
+            w
+            for w in self.workloads_by_namespace.get(waypoint.namespace, ())
+            if w.labels.get(GATEWAY_NAME_LABEL) == waypoint.name and w.ready
+        )
