@@ -64,9 +64,7 @@ class DeltaClient:
     def initial_requests(self) -> list[DeltaDiscoveryRequest]:
         """The first request of each type on a (re)connected stream: wildcard subscribe + known versions."""
         return [
-            DeltaDiscoveryRequest(
-                node=self.node, type_url=t, initial_resource_versions=dict(st.versions)
-            )
+            DeltaDiscoveryRequest(node=self.node, type_url=t, initial_resource_versions=dict(st.versions))
             for t, st in self.types.items()
         ]
 

@@ -25,6 +25,7 @@ from xds.mesh.model import Mesh
 from xds.server import AdsServer
 from xds.snapshot import Snapshot
 from xds.stream import Acked, Event, Nacked
+from xds.ztunnel_state import ztunnel_snapshot
 
 log = logging.getLogger("pyambient.controlplane")
 
@@ -60,7 +61,7 @@ class ControlPlane:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._flush_handle: asyncio.TimerHandle | None = None
         self._server: AdsServer | None = None
-        self.builders: list[NodeBuilder] = [waypoint_snapshot]
+        self.builders: list[NodeBuilder] = [waypoint_snapshot, ztunnel_snapshot]
         self.nacks: list[NackRecord] = []
         self.acks: dict[tuple[str, str], str] = {}  # (node id, type) -> acked version
         self.registry = registry or CollectorRegistry()

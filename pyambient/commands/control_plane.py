@@ -1,0 +1,59 @@
+"""`pyambient control-plane --mesh DIR`: serve xDS and the CA for the mesh in a directory (local mode)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from xds.controlplane import ControlPlane
+from xds.mesh.files import DirectoryWatcher, load_directory
+
+log = logging.getLogger("pyambient.control-plane")
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "control-plane", help="serve xDS (waypoints, ztunnels) and certificates for a mesh directory"
+    )
+    parser.add_argument("--mesh", required=True, type=Path, help="directory of Kubernetes YAML/JSON files")
+    parser.add_argument("--xds-address", default="127.0.0.1:15010", help="host:port to serve ADS on")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    try:
+        mesh = load_directory(args.mesh)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return asyncio.run(_serve(args.mesh, args.xds_address, mesh))
+
+
+async def _serve(directory: Path, address: str, mesh: object) -> int:
+    control_plane = ControlPlane()
+    control_plane.update(mesh)  # type: ignore[arg-type]
+    try:
+        port = await control_plane.start(address)
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    host = address.rsplit(":", 1)[0]
+    log.info("serving xDS on %s:%d for mesh %s (%d services, %d workloads, %d waypoints)", host, port, directory,
+             len(control_plane.mesh.services), len(control_plane.mesh.workloads), len(control_plane.mesh.waypoints))
+    watcher = DirectoryWatcher(directory, control_plane.update).start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    watcher.stop()
+    await control_plane.stop()
+    return 0

@@ -1,0 +1,47 @@
+"""`pyambient waypoint bootstrap`: print the Envoy bootstrap (JSON) of one waypoint."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from xds.envoy.bootstrap import WaypointNode, bootstrap_json, waypoint_bootstrap
+
+
+def register_waypoint_subcommand(waypoint_subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = waypoint_subparsers.add_parser("bootstrap", help="print the Envoy bootstrap of a waypoint")
+    parser.add_argument("--name", required=True, help="the waypoint Gateway's name")
+    parser.add_argument("--namespace", "-n", required=True, help="the waypoint Gateway's namespace")
+    parser.add_argument("--xds", required=True, metavar="HOST:PORT", help="the control plane's ADS address")
+    parser.add_argument("--admin-port", type=int, default=15000, help="Envoy admin port on 127.0.0.1")
+    parser.add_argument(
+        "--listen-address", default="0.0.0.0", help="address the HBONE listener (15008) binds; a pod IP locally"
+    )
+    parser.add_argument("--sotw", action="store_true", help="state-of-the-world ADS instead of delta")
+    parser.add_argument("-o", "--output", help="write to this file instead of stdout")
+    parser.set_defaults(func=run)
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Standalone `waypoint` group, used until the waypoint CLI module provides the group."""
+    group = subparsers.add_parser("waypoint", help="waypoint commands")
+    register_waypoint_subcommand(group.add_subparsers(dest="waypoint_command", required=True))
+
+
+def run(args: argparse.Namespace) -> int:
+    host, sep, port = args.xds.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        print(f"error: --xds {args.xds!r} is not HOST:PORT", file=sys.stderr)
+        return 1
+    text = bootstrap_json(
+        waypoint_bootstrap(
+            WaypointNode(args.name, args.namespace, args.listen_address), host, int(port),
+            admin_port=args.admin_port, delta=not args.sotw,
+        )
+    )
+    if args.output:
+        with open(args.output, "w") as out:
+            out.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
