@@ -1,13 +1,15 @@
 """Delta ADS client: a sans-IO core (`DeltaClient`) plus a thin grpc.aio shell (`run_delta_ads`).
 
 The core follows h2's contract: responses go in (`receive(resp) -> Update`), requests come out
-(`initial_requests()`, `ack(update)`, `nack(update, message)`). It tracks per-type resource versions (sent as
-`initial_resource_versions` on reconnect, as ztunnel does) and decodes `Any` payloads. Whether an update is
-acceptable is the caller's decision: it applies the update and then asks for an ACK, or a NACK naming the error.
+(`initial_requests()`, `ack(update)`, `nack(update, message)`). It tracks per-type resource versions
+(sent as `initial_resource_versions` on reconnect, as ztunnel does) and decodes `Any` payloads. Whether
+an update is acceptable is the caller's decision: it applies the update and then asks for an ACK, or a
+NACK naming the error.
 
 Wire facts (ztunnel `src/xds/client.rs`): one watch per type URL on
-`envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources`; the initial request has an
-empty subscribe list (wildcard); ACK = a request with `response_nonce`; NACK also sets `error_detail.message`.
+`envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources`; the initial request
+has an empty subscribe list (wildcard); ACK = a request with `response_nonce`; NACK also sets
+`error_detail.message`.
 """
 
 from __future__ import annotations
@@ -113,6 +115,11 @@ def _unpack(any_msg: AnyMsg, type_url: str) -> betterproto2.Message:
 
 
 # --------------------------------------------------------------------------------------------- the shell
+async def _drain(q: asyncio.Queue[DeltaDiscoveryRequest]) -> AsyncIterator[DeltaDiscoveryRequest]:
+    while True:
+        yield await q.get()
+
+
 Handler = Callable[[Update], Awaitable[str | None]]
 """Applies an update; returns None to ACK or an error message to NACK."""
 
@@ -140,11 +147,7 @@ async def run_delta_ads(
                 for req in client.initial_requests():
                     outq.put_nowait(req)
 
-                async def requests() -> AsyncIterator[DeltaDiscoveryRequest]:
-                    while True:
-                        yield await outq.get()
-
-                stream = call(requests())
+                stream = call(_drain(outq))
                 if on_connected is not None:
                     on_connected()
                 async for resp in stream:

@@ -15,8 +15,13 @@ AUTHORIZATION = "type.googleapis.com/istio.security.Authorization"
 ORDER = (SECRET, CLUSTER, ENDPOINT, LISTENER, ROUTE, ADDRESS, AUTHORIZATION)
 
 SHORT_NAMES = {
-    CLUSTER: "CDS", ENDPOINT: "EDS", LISTENER: "LDS", ROUTE: "RDS", SECRET: "SDS",
-    ADDRESS: "WDS", AUTHORIZATION: "WADS",
+    CLUSTER: "CDS",
+    ENDPOINT: "EDS",
+    LISTENER: "LDS",
+    ROUTE: "RDS",
+    SECRET: "SDS",
+    ADDRESS: "WDS",
+    AUTHORIZATION: "WADS",
 }
 
 # Types a client gets every resource of when it names none (wildcard), per the xDS protocol.

@@ -49,9 +49,11 @@ class AdsServer:
 
     async def start(self, address: str = "127.0.0.1:15010") -> int:
         self.server = grpc.aio.server(
-            options=[("grpc.max_send_message_length", 256 * 1024 * 1024),
-                     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-                     ("grpc.keepalive_permit_without_calls", 1)]
+            options=[
+                ("grpc.max_send_message_length", 256 * 1024 * 1024),
+                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+                ("grpc.keepalive_permit_without_calls", 1),
+            ]
         )
         handlers = {
             "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
@@ -109,7 +111,10 @@ class AdsServer:
                 for response in stream.respond(snapshot):
                     log.info(
                         "%s push %s to %s: %d resources, version %s",
-                        kind, short(response.type_url), stream.node.id, len(response.resources),
+                        kind,
+                        short(response.type_url),
+                        stream.node.id,
+                        len(response.resources),
                         getattr(response, "version_info", "") or getattr(response, "system_version_info", ""),
                     )
                     yield response
@@ -135,8 +140,11 @@ class AdsServer:
         who = node.id if node else "?"
         if isinstance(event, Nacked):
             log.warning(
-                "NACK from %s for %s (rejected version %s): %s", who, short(event.type_url),
-                event.rejected_version, event.message,
+                "NACK from %s for %s (rejected version %s): %s",
+                who,
+                short(event.type_url),
+                event.rejected_version,
+                event.message,
             )
         elif isinstance(event, Acked):
             log.debug("ACK from %s for %s version %s", who, short(event.type_url), event.version)

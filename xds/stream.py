@@ -113,8 +113,11 @@ class SotwStream(_StreamBase):
         names = frozenset(request.resource_names) or (None if type_url in WILDCARD_BY_DEFAULT else frozenset())
         if request.response_nonce:
             events += self._ack_or_nack(
-                state, type_url, request.response_nonce,
-                request.error_detail.message if request.error_detail else "", request.version_info,
+                state,
+                type_url,
+                request.response_nonce,
+                request.error_detail.message if request.error_detail else "",
+                request.version_info,
             )
             if events and isinstance(events[-1], StaleNonce):
                 return events
@@ -158,8 +161,11 @@ class DeltaStream(_StreamBase):
             state.known = dict(request.initial_resource_versions)
         if request.response_nonce:
             events += self._ack_or_nack(
-                state, type_url, request.response_nonce,
-                request.error_detail.message if request.error_detail else "", "",
+                state,
+                type_url,
+                request.response_nonce,
+                request.error_detail.message if request.error_detail else "",
+                "",
             )
             if events and isinstance(events[-1], StaleNonce):
                 return events

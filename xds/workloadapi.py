@@ -1,14 +1,15 @@
 """Istio's ambient config API as betterproto2 messages: `istio.workload` and `istio.security`.
 
-Hand-declared mirrors of Istio's `workload.proto` and `authorization.proto` (as vendored by ztunnel), with the
-same package names, message names and field numbers, so the bytes are wire-compatible with istiod and the real
-ztunnel. Declared the way `envoy-data-plane` (betterproto2 0.9) declares its generated messages and registered in
-`envoy_data_plane.message_pool.default_message_pool`, so `google.protobuf.Any.pack(msg)` yields the right type URL:
+Hand-declared mirrors of Istio's `workload.proto` and `authorization.proto` (as vendored by ztunnel),
+with the same package names, message names and field numbers, so the bytes are wire-compatible with
+istiod and the real ztunnel. Declared the way `envoy-data-plane` (betterproto2 0.9) declares its
+generated messages and registered in `envoy_data_plane.message_pool.default_message_pool`, so
+`google.protobuf.Any.pack(msg)` yields the right type URL:
 
 - `type.googleapis.com/istio.workload.Address`   (`ADDRESS_TYPE_URL`)
 - `type.googleapis.com/istio.security.Authorization`   (`AUTHORIZATION_TYPE_URL`)
 
-Only fields ztunnel actually reads are declared (unknown fields are preserved by betterproto2 on parse).
+Only fields ztunnel actually reads are declared (unknown fields are skipped on parse).
 We hand-declare instead of running protoc because the protos are not packaged anywhere on PyPI for
 betterproto2 and the toolchain would be a build-time dependency for ~30 small messages.
 """

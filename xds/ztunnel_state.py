@@ -82,14 +82,17 @@ def workload_resource(mesh: Mesh, workload: Workload) -> tuple[str, Address]:
     uid = f"{CLUSTER_ID}//Pod/{workload.namespace}/{workload.name}"
     waypoint = binding.workload_waypoint(mesh, workload)
     services = {
-        f"{s.namespace}/{s.hostname}": PortList(ports=[Port(service_port=p.port, target_port=p.target_port) for p in s.ports])
-        for s in mesh.services
-        if s.namespace == workload.namespace and workload in mesh.endpoints(s)
+        f"{s.namespace}/{s.hostname}": PortList(
+            ports=[Port(service_port=p.port, target_port=p.target_port) for p in s.ports]
+        )
+        for s in mesh.workload_services.get((workload.namespace, workload.name), ())
     }
     policies = [
         f"{p.namespace}/{p.name}"
         for p in mesh.policies
-        if p.namespace == workload.namespace and not p.target_refs and _selects(dict(p.selector or {}) or None, workload)
+        if p.namespace == workload.namespace
+        and not p.target_refs
+        and _selects(dict(p.selector or {}) or None, workload)
     ]
     return uid, Address(
         workload=ApiWorkload(
@@ -149,19 +152,31 @@ def _rule(rule: PolicyRule) -> Rule:
     """Fields of one rule must all match (AND of clauses); values within a field are OR-ed."""
     clauses = []
     if rule.principals or rule.not_principals:
-        clauses.append(Clause(matches=[Match(
-            principals=[_string_match(_principal(p)) for p in rule.principals],
-            not_principals=[_string_match(_principal(p)) for p in rule.not_principals],
-        )]))
+        clauses.append(
+            Clause(
+                matches=[
+                    Match(
+                        principals=[_string_match(_principal(p)) for p in rule.principals],
+                        not_principals=[_string_match(_principal(p)) for p in rule.not_principals],
+                    )
+                ]
+            )
+        )
     if rule.namespaces or rule.not_namespaces:
-        clauses.append(Clause(matches=[Match(
-            namespaces=[_string_match(n) for n in rule.namespaces],
-            not_namespaces=[_string_match(n) for n in rule.not_namespaces],
-        )]))
+        clauses.append(
+            Clause(
+                matches=[
+                    Match(
+                        namespaces=[_string_match(n) for n in rule.namespaces],
+                        not_namespaces=[_string_match(n) for n in rule.not_namespaces],
+                    )
+                ]
+            )
+        )
     if rule.ports or rule.not_ports:
-        clauses.append(Clause(matches=[Match(
-            destination_ports=list(rule.ports), not_destination_ports=list(rule.not_ports)
-        )]))
+        clauses.append(
+            Clause(matches=[Match(destination_ports=list(rule.ports), not_destination_ports=list(rule.not_ports))])
+        )
     return Rule(clauses=clauses)
 
 

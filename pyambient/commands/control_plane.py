@@ -46,8 +46,15 @@ async def _serve(directory: Path, address: str, mesh: object) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     host = address.rsplit(":", 1)[0]
-    log.info("serving xDS on %s:%d for mesh %s (%d services, %d workloads, %d waypoints)", host, port, directory,
-             len(control_plane.mesh.services), len(control_plane.mesh.workloads), len(control_plane.mesh.waypoints))
+    log.info(
+        "serving xDS on %s:%d for mesh %s (%d services, %d workloads, %d waypoints)",
+        host,
+        port,
+        directory,
+        len(control_plane.mesh.services),
+        len(control_plane.mesh.workloads),
+        len(control_plane.mesh.waypoints),
+    )
     watcher = DirectoryWatcher(directory, control_plane.update).start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -35,8 +35,11 @@ def run(args: argparse.Namespace) -> int:
         return 1
     text = bootstrap_json(
         waypoint_bootstrap(
-            WaypointNode(args.name, args.namespace, args.listen_address), host, int(port),
-            admin_port=args.admin_port, delta=not args.sotw,
+            WaypointNode(args.name, args.namespace, args.listen_address),
+            host,
+            int(port),
+            admin_port=args.admin_port,
+            delta=not args.sotw,
         )
     )
     if args.output:

@@ -25,7 +25,13 @@ pytestmark = pytest.mark.envoy
 SHOP_WAYPOINT = WaypointNode("waypoint", "shop", "127.0.2.1")
 REVIEWS_WAYPOINT = WaypointNode("reviews-waypoint", "shop", "127.0.2.2")
 OTHER_WAYPOINT = WaypointNode("waypoint", "other", "127.0.2.3")
-PODS = {"127.0.1.11": "web-v1", "127.0.1.12": "web-v2", "127.0.1.13": "db", "127.0.1.14": "reviews", "127.0.1.21": "echo"}
+PODS = {
+    "127.0.1.11": "web-v1",
+    "127.0.1.12": "web-v2",
+    "127.0.1.13": "db",
+    "127.0.1.14": "reviews",
+    "127.0.1.21": "echo",
+}
 ALL_TYPES = (resources.LISTENER, resources.CLUSTER, resources.ENDPOINT, resources.SECRET)
 
 

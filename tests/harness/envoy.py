@@ -59,8 +59,13 @@ class EnvoyProcess:
         self.bootstrap_path = workdir / f"{node.name}-{node.namespace}-bootstrap.json"
         self.log_path = workdir / f"{node.name}-{node.namespace}-envoy.log"
         bootstrap = waypoint_bootstrap(
-            node, "127.0.0.1", xds_port, admin_port=self.admin_port, readiness_port=free_port(),
-            prometheus_port=None, delta=delta,
+            node,
+            "127.0.0.1",
+            xds_port,
+            admin_port=self.admin_port,
+            readiness_port=free_port(),
+            prometheus_port=None,
+            delta=delta,
         )
         self.bootstrap_path.write_text(bootstrap_json(bootstrap))
         self.process: subprocess.Popen[bytes] | None = None
@@ -69,8 +74,16 @@ class EnvoyProcess:
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             [
-                envoy_binary(), "-c", str(self.bootstrap_path), "--use-dynamic-base-id", "--concurrency", "1",
-                "--log-level", os.environ.get("ENVOY_LOG_LEVEL", "info"), "--drain-time-s", "1",
+                envoy_binary(),
+                "-c",
+                str(self.bootstrap_path),
+                "--use-dynamic-base-id",
+                "--concurrency",
+                "1",
+                "--log-level",
+                os.environ.get("ENVOY_LOG_LEVEL", "info"),
+                "--drain-time-s",
+                "1",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -86,7 +86,12 @@ class HboneClient:
         self.close()
 
     def exchange(
-        self, authority: str, payload: bytes, *, method: str = "CONNECT", extra_headers: list[tuple[str, str]] | None = None
+        self,
+        authority: str,
+        payload: bytes,
+        *,
+        method: str = "CONNECT",
+        extra_headers: list[tuple[str, str]] | None = None,
     ) -> ConnectResult:
         """Open one stream, send payload once the CONNECT is answered 200, read until the stream ends."""
         stream_id = self.conn.get_next_available_stream_id()

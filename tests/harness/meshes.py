@@ -15,7 +15,9 @@ def ambient_namespace(name: str, **labels: str) -> Obj:
     return namespace(name, **{"istio.io/dataplane-mode": "ambient", **labels})
 
 
-def service(ns: str, name: str, vip: str, ports: list[tuple[str, int, int]], selector: dict[str, str], **labels: str) -> Obj:
+def service(
+    ns: str, name: str, vip: str, ports: list[tuple[str, int, int]], selector: dict[str, str], **labels: str
+) -> Obj:
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -28,7 +30,9 @@ def service(ns: str, name: str, vip: str, ports: list[tuple[str, int, int]], sel
     }
 
 
-def pod(ns: str, name: str, ip: str, labels: dict[str, str], service_account: str = "default", node: str = "node-a") -> Obj:
+def pod(
+    ns: str, name: str, ip: str, labels: dict[str, str], service_account: str = "default", node: str = "node-a"
+) -> Obj:
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -38,8 +42,14 @@ def pod(ns: str, name: str, ip: str, labels: dict[str, str], service_account: st
     }
 
 
-def waypoint(ns: str, name: str = "waypoint", *, for_service_account: str | None = None,
-             listeners: list[dict[str, Any]] | None = None, **labels: str) -> Obj:
+def waypoint(
+    ns: str,
+    name: str = "waypoint",
+    *,
+    for_service_account: str | None = None,
+    listeners: list[dict[str, Any]] | None = None,
+    **labels: str,
+) -> Obj:
     meta: Obj = {"name": name, "namespace": ns, "labels": dict(labels)}
     if for_service_account:
         meta["annotations"] = {"istio.io/for-service-account": for_service_account}
@@ -54,8 +64,14 @@ def waypoint(ns: str, name: str = "waypoint", *, for_service_account: str | None
     }
 
 
-def http_route(ns: str, name: str, parent: str, port: int | None, backends: list[tuple[str, int]],
-               path: tuple[str, str] | None = None) -> Obj:
+def http_route(
+    ns: str,
+    name: str,
+    parent: str,
+    port: int | None,
+    backends: list[tuple[str, int]],
+    path: tuple[str, str] | None = None,
+) -> Obj:
     parent_ref: Obj = {"group": "", "kind": "Service", "name": parent}
     if port is not None:
         parent_ref["port"] = port

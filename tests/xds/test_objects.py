@@ -26,7 +26,9 @@ from xds.mesh.objects import mesh_from_objects, port_protocol
         ("whatever", None, "TCP", Protocol.UNKNOWN),
     ],
 )
-def test_port_protocol_follows_istio_selection(name: str, app_protocol: str | None, l4: str, expected: Protocol) -> None:
+def test_port_protocol_follows_istio_selection(
+    name: str, app_protocol: str | None, l4: str, expected: Protocol
+) -> None:
     assert port_protocol(name, app_protocol, l4) is expected
 
 
@@ -43,15 +45,31 @@ def test_shop_mesh_reads_everything_without_errors() -> None:
 
 BAD: list[tuple[str, dict[str, Any], str]] = [
     ("service_port_out_of_range", service("a", "s", "127.96.0.1", [("http", 70000, 80)], {}), "spec.ports[0].port"),
-    ("gateway_wrong_listener", waypoint("a", "w", listeners=[{"name": "http", "port": 80, "protocol": "HTTP"}]),
-     "spec.listeners"),
-    ("route_without_service_parent", {**http_route("a", "r", "s", 80, [("s", 1)]),
-                                      "spec": {"parentRefs": [{"kind": "Gateway", "name": "gw"}], "rules": []}},
-     "spec.parentRefs"),
+    (
+        "gateway_wrong_listener",
+        waypoint("a", "w", listeners=[{"name": "http", "port": 80, "protocol": "HTTP"}]),
+        "spec.listeners",
+    ),
+    (
+        "route_without_service_parent",
+        {
+            **http_route("a", "r", "s", 80, [("s", 1)]),
+            "spec": {"parentRefs": [{"kind": "Gateway", "name": "gw"}], "rules": []},
+        },
+        "spec.parentRefs",
+    ),
     ("route_negative_weight", http_route("a", "r", "s", 80, [("s", -1)]), "spec.rules[0].backendRefs[0].weight"),
     ("object_without_name", {"apiVersion": "v1", "kind": "Service", "metadata": {}}, "metadata.name"),
-    ("policy_unknown_action", {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
-                               "metadata": {"name": "p", "namespace": "a"}, "spec": {"action": "LOG"}}, "spec.action"),
+    (
+        "policy_unknown_action",
+        {
+            "apiVersion": "security.istio.io/v1",
+            "kind": "AuthorizationPolicy",
+            "metadata": {"name": "p", "namespace": "a"},
+            "spec": {"action": "LOG"},
+        },
+        "spec.action",
+    ),
 ]
 
 

@@ -36,7 +36,9 @@ class TestStateOfTheWorld:
         (response,) = stream.respond(snap("a", "b"))
         assert len(response.resources) == 2
         ack = stream.receive(
-            DiscoveryRequest(type_url=resources.CLUSTER, version_info=response.version_info, response_nonce=response.nonce)
+            DiscoveryRequest(
+                type_url=resources.CLUSTER, version_info=response.version_info, response_nonce=response.nonce
+            )
         )
         assert ack == [Acked(resources.CLUSTER, response.version_info)]
         assert stream.respond(snap("a", "b")) == []
@@ -48,8 +50,12 @@ class TestStateOfTheWorld:
         stream.receive(DiscoveryRequest(node=NODE, type_url=resources.CLUSTER))
         (response,) = stream.respond(snap("a"))
         events = stream.receive(
-            DiscoveryRequest(type_url=resources.CLUSTER, version_info="", response_nonce=response.nonce,
-                             error_detail=Status(code=3, message="bad cluster"))
+            DiscoveryRequest(
+                type_url=resources.CLUSTER,
+                version_info="",
+                response_nonce=response.nonce,
+                error_detail=Status(code=3, message="bad cluster"),
+            )
         )
         assert events == [Nacked(resources.CLUSTER, "", response.version_info, "bad cluster")]
         assert stream.respond(snap("a")) == []
@@ -94,8 +100,14 @@ class TestDelta:
         stream.receive(DeltaDiscoveryRequest(node=NODE, type_url=resources.ENDPOINT, resource_names_subscribe=["x"]))
         (response,) = stream.respond(snap(eds=("x", "y")))
         assert [r.name for r in response.resources] == ["x"]
-        stream.receive(DeltaDiscoveryRequest(type_url=resources.ENDPOINT, response_nonce=response.nonce,
-                                             resource_names_subscribe=["y"], resource_names_unsubscribe=["x"]))
+        stream.receive(
+            DeltaDiscoveryRequest(
+                type_url=resources.ENDPOINT,
+                response_nonce=response.nonce,
+                resource_names_subscribe=["y"],
+                resource_names_unsubscribe=["x"],
+            )
+        )
         (again,) = stream.respond(snap(eds=("x", "y")))
         assert [r.name for r in again.resources] == ["y"]
 
@@ -103,6 +115,9 @@ class TestDelta:
         stream = DeltaStream()
         stream.receive(DeltaDiscoveryRequest(node=NODE, type_url=resources.CLUSTER))
         (response,) = stream.respond(snap("a"))
-        events = stream.receive(DeltaDiscoveryRequest(type_url=resources.CLUSTER, response_nonce=response.nonce,
-                                                      error_detail=Status(code=3, message="nope")))
+        events = stream.receive(
+            DeltaDiscoveryRequest(
+                type_url=resources.CLUSTER, response_nonce=response.nonce, error_detail=Status(code=3, message="nope")
+            )
+        )
         assert isinstance(events[0], Nacked) and events[0].message == "nope"

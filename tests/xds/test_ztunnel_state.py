@@ -20,8 +20,12 @@ POLICY = {
     "spec": {
         "selector": {"matchLabels": {"app": "db"}},
         "action": "ALLOW",
-        "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/shop/sa/sleep"]}}],
-                   "to": [{"operation": {"ports": ["8080"]}}]}],
+        "rules": [
+            {
+                "from": [{"source": {"principals": ["cluster.local/ns/shop/sa/sleep"]}}],
+                "to": [{"operation": {"ports": ["8080"]}}],
+            }
+        ],
     },
 }
 
@@ -50,9 +54,13 @@ def test_services_carry_their_waypoint_and_workloads_their_tunnel() -> None:
 
 
 def test_waypoint_referenced_by_hostname_when_its_service_exists() -> None:
-    objs = [ambient_namespace("a"), waypoint("a", "wp"),
-            service("a", "wp", "127.96.9.9", [("mesh", 15008, 15008)], {"gateway.networking.k8s.io/gateway-name": "wp"}),
-            service("a", "s", "127.96.0.1", [("http", 80, 80)], {"app": "s"}), pod("a", "s-0", "127.0.1.1", {"app": "s"})]
+    objs = [
+        ambient_namespace("a"),
+        waypoint("a", "wp"),
+        service("a", "wp", "127.96.9.9", [("mesh", 15008, 15008)], {"gateway.networking.k8s.io/gateway-name": "wp"}),
+        service("a", "s", "127.96.0.1", [("http", 80, 80)], {"app": "s"}),
+        pod("a", "s-0", "127.0.1.1", {"app": "s"}),
+    ]
     addresses = _decode(dict(ztunnel_resources(mesh_from_objects(objs)).of_type(resources.ADDRESS)))
     gateway = addresses["a/s.a.svc.cluster.local"].service.waypoint
     assert gateway.hostname is not None and gateway.hostname.hostname == "wp.a.svc.cluster.local"

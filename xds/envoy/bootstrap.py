@@ -99,7 +99,9 @@ def _static_cluster(name: str, host: str, port: int, *, http2: bool) -> Cluster:
         connect_timeout=seconds(5),
         load_assignment=ClusterLoadAssignment(
             cluster_name=name,
-            endpoints=[LocalityLbEndpoints(lb_endpoints=[LbEndpoint(endpoint=Endpoint(address=socket_address(host, port)))])],
+            endpoints=[
+                LocalityLbEndpoints(lb_endpoints=[LbEndpoint(endpoint=Endpoint(address=socket_address(host, port)))])
+            ],
         ),
         typed_extension_protocol_options=upstream_http2_options(3600, Http2ProtocolOptions()) if http2 else {},
     )
@@ -116,7 +118,10 @@ def _admin_proxy_listener(name: str, address: str, port: int, path: str, rewrite
                     name=name,
                     domains=["*"],
                     routes=[
-                        Route(match=RouteMatch(path=path), route=RouteAction(cluster=ADMIN_CLUSTER, prefix_rewrite=rewrite))
+                        Route(
+                            match=RouteMatch(path=path),
+                            route=RouteAction(cluster=ADMIN_CLUSTER, prefix_rewrite=rewrite),
+                        )
                     ],
                 )
             ],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 
 import betterproto2
 from envoy_data_plane.envoy.config.core.v3 import (
@@ -58,6 +59,7 @@ def seconds(value: float) -> datetime.timedelta:
     return datetime.timedelta(seconds=value)
 
 
+@functools.cache
 def ads() -> ConfigSource:
     """Resources come over the ADS stream the bootstrap opened."""
     return ConfigSource(ads=AggregatedConfigSource(), resource_api_version=ApiVersion.V3)
@@ -71,16 +73,19 @@ def internal_address(listener: str, endpoint_id: str = "") -> Address:
     return Address(envoy_internal_address=EnvoyInternalAddress(server_listener_name=listener, endpoint_id=endpoint_id))
 
 
+@functools.cache
 def internal_upstream_transport(passthrough: tuple[str, ...] = (ORIGINAL_DST_METADATA,)) -> TransportSocket:
-    """Hands host metadata (the original destination) across an internal listener hop."""
+    """Hands host metadata (the original destination) across an internal listener hop.
+
+    Cached, like the other constant parts below: building and validating betterproto2 messages
+    dominates config generation, and these never change. Callers must not mutate the result.
+    """
     return TransportSocket(
         name="internal_upstream",
         typed_config=pack(
             InternalUpstreamTransport(
                 passthrough_metadata=[
-                    InternalUpstreamTransportMetadataValueSource(
-                        kind=MetadataKind(host=MetadataKindHost()), name=name
-                    )
+                    InternalUpstreamTransportMetadataValueSource(kind=MetadataKind(host=MetadataKindHost()), name=name)
                     for name in passthrough
                 ],
                 transport_socket=TransportSocket(name="raw_buffer", typed_config=pack(RawBuffer())),
@@ -93,6 +98,7 @@ def sds(name: str) -> SdsSecretConfig:
     return SdsSecretConfig(name=name, sds_config=ads())
 
 
+@functools.cache
 def mtls_context(trust_domain: str, *, extra_san_prefixes: tuple[str, ...] = ()) -> CommonTlsContext:
     """TLS 1.3 only, ALPN h2, our workload cert, peers verified against the root and trust domain."""
     prefixes = (f"spiffe://{trust_domain}/", *extra_san_prefixes)

@@ -22,5 +22,8 @@ def workload_secrets(cert: IssuedCertificate) -> tuple[Secret, Secret]:
                 private_key=DataSource(inline_bytes=cert.key_pem),
             ),
         ),
-        Secret(name=SECRET_ROOTCA, validation_context=CertificateValidationContext(trusted_ca=DataSource(inline_bytes=cert.root_pem))),
+        Secret(
+            name=SECRET_ROOTCA,
+            validation_context=CertificateValidationContext(trusted_ca=DataSource(inline_bytes=cert.root_pem)),
+        ),
     )

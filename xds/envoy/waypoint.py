@@ -11,6 +11,7 @@ A waypoint only receives what it serves: chains and clusters for its bound servi
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from envoy_data_plane.envoy.config.cluster.v3 import (
@@ -20,6 +21,7 @@ from envoy_data_plane.envoy.config.cluster.v3 import (
     ClusterLbPolicy,
     ClusterOriginalDstLbConfig,
 )
+from envoy_data_plane.envoy.config.core.v3 import DataSource as CoreDataSource
 from envoy_data_plane.envoy.config.core.v3 import (
     HealthStatus,
     Http2ProtocolOptions,
@@ -27,9 +29,7 @@ from envoy_data_plane.envoy.config.core.v3 import (
     SubstitutionFormatString,
     TrafficDirection,
     TransportSocket,
-    TypedExtensionConfig,
 )
-from envoy_data_plane.envoy.config.core.v3 import DataSource as CoreDataSource
 from envoy_data_plane.envoy.config.endpoint.v3 import (
     ClusterLoadAssignment,
     Endpoint,
@@ -48,7 +48,10 @@ from envoy_data_plane.envoy.config.listener.v3 import (
     ListenerInternalListenerConfig,
 )
 from envoy_data_plane.envoy.config.route.v3 import (
+    Decorator,
     DirectResponseAction,
+    RetryPolicy,
+    RetryPolicyRetryHostPredicate,
     Route,
     RouteAction,
     RouteActionUpgradeConfig,
@@ -56,12 +59,9 @@ from envoy_data_plane.envoy.config.route.v3 import (
     RouteConfiguration,
     RouteMatch,
     RouteMatchConnectMatcher,
-    RetryPolicy,
-    RetryPolicyRetryHostPredicate,
     VirtualHost,
     WeightedCluster,
     WeightedClusterClusterWeight,
-    Decorator,
 )
 from envoy_data_plane.envoy.extensions.filters.common.set_filter_state.v3 import (
     FilterStateValue,
@@ -80,13 +80,13 @@ from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v
 )
 from envoy_data_plane.envoy.extensions.filters.network.set_filter_state.v3 import Config as NetworkSetFilterState
 from envoy_data_plane.envoy.extensions.filters.network.tcp_proxy.v3 import TcpProxy, TcpProxyTunnelingConfig
-from envoy_data_plane.envoy.extensions.retry.host.previous_hosts.v3 import PreviousHostsPredicate
-from envoy_data_plane.envoy.extensions.transport_sockets.tls.v3 import DownstreamTlsContext, UpstreamTlsContext
 from envoy_data_plane.envoy.extensions.matching.common_inputs.network.v3 import (
     ApplicationProtocolInput,
     DestinationIpInput,
     DestinationPortInput,
 )
+from envoy_data_plane.envoy.extensions.retry.host.previous_hosts.v3 import PreviousHostsPredicate
+from envoy_data_plane.envoy.extensions.transport_sockets.tls.v3 import DownstreamTlsContext, UpstreamTlsContext
 from envoy_data_plane.envoy.type.matcher.v3 import RegexMatcher
 from envoy_data_plane.envoy.type.metadata.v3 import MetadataKey, MetadataKeyPathSegment
 from envoy_data_plane.envoy.type.v3 import Int32Range
@@ -216,7 +216,7 @@ def connect_terminate(waypoint: Waypoint, trust_domain: str, bind_ip: str) -> Li
         server_name="istio-envoy",
         http_filters=[
             HttpFilter(name="connect_authority", typed_config=pack(connect_authority)),
-            HttpFilter(name="envoy.filters.http.router", typed_config=pack(Router())),
+            _router_filter(),
         ],
     )
     return Listener(
@@ -244,6 +244,11 @@ def connect_terminate(waypoint: Waypoint, trust_domain: str, bind_ip: str) -> Li
 
 # ---------------------------------------------------------------------------------------------
 # main_internal: dispatch on the original destination
+
+
+@functools.cache
+def _router_filter() -> HttpFilter:
+    return HttpFilter(name="envoy.filters.http.router", typed_config=pack(Router()))
 
 
 def _action(chain: str) -> MatcherOnMatch:
@@ -284,6 +289,7 @@ def _served_ports(service: Service) -> tuple[ServicePort, ...]:
     return tuple(p for p in service.ports if p.protocol is not Protocol.UDP)
 
 
+@functools.cache
 def _default_retry_policy() -> RetryPolicy:
     return RetryPolicy(
         retry_on=DEFAULT_RETRY_ON,
@@ -309,7 +315,11 @@ def _route_match(kind: str, value: str) -> RouteMatch:
 
 
 def _routes_for(
-    mesh: Mesh, service: Service, port: ServicePort, owned: frozenset[tuple[str, str]], targets: dict[str, ClusterTarget]
+    mesh: Mesh,
+    service: Service,
+    port: ServicePort,
+    owned: frozenset[tuple[str, str]],
+    targets: dict[str, ClusterTarget],
 ) -> list[Route]:
     """HTTPRoutes whose parent is this service (and port), then the default route."""
     default_cluster = vip_cluster_name(port.port, "http", service.hostname)
@@ -341,7 +351,9 @@ def _routes_for(
                     decorator=Decorator(operation=f"{service.hostname}:{port.port}/*"),
                 )
                 if not rule.backends:
-                    route.route = RouteAction(cluster=default_cluster, timeout=seconds(0), retry_policy=_default_retry_policy())
+                    route.route = RouteAction(
+                        cluster=default_cluster, timeout=seconds(0), retry_policy=_default_retry_policy()
+                    )
                 elif not clusters:
                     # Gateway API: every backend weighted 0 → 500.
                     route.direct_response = DirectResponseAction(status=500)
@@ -370,14 +382,20 @@ def _routes_for(
 
 
 def _backend_target(
-    mesh: Mesh, namespace: str, name: str, port: int | None, listener_port: ServicePort,
+    mesh: Mesh,
+    namespace: str,
+    name: str,
+    port: int | None,
+    listener_port: ServicePort,
     owned: frozenset[tuple[str, str]],
 ) -> ClusterTarget | None:
     service = mesh.service(namespace, name)
     if service is None:
         return None
-    chosen = service.port(port) if port is not None else (
-        service.ports[0] if len(service.ports) == 1 else service.port(listener_port.port)
+    chosen = (
+        service.port(port)
+        if port is not None
+        else (service.ports[0] if len(service.ports) == 1 else service.port(listener_port.port))
     )
     if chosen is None:
         return None
@@ -397,7 +415,7 @@ def _http_chain(name: str, routes: list[Route], port: ServicePort) -> FilterChai
         use_remote_address=False,
         server_name="istio-envoy",
         http2_protocol_options=Http2ProtocolOptions() if port.protocol in (Protocol.HTTP2, Protocol.GRPC) else None,
-        http_filters=[HttpFilter(name="envoy.filters.http.router", typed_config=pack(Router()))],
+        http_filters=[_router_filter()],
     )
     return FilterChain(
         name=name, filters=[Filter(name="envoy.filters.network.http_connection_manager", typed_config=pack(hcm))]
@@ -408,7 +426,10 @@ def _tcp_chain(name: str, cluster: str) -> FilterChain:
     return FilterChain(
         name=name,
         filters=[
-            Filter(name="envoy.filters.network.tcp_proxy", typed_config=pack(TcpProxy(stat_prefix=cluster, cluster=cluster)))
+            Filter(
+                name="envoy.filters.network.tcp_proxy",
+                typed_config=pack(TcpProxy(stat_prefix=cluster, cluster=cluster)),
+            )
         ],
     )
 
@@ -432,7 +453,9 @@ def _direct_chains() -> list[FilterChain]:
         name=DIRECT_TCP,
         filters=[
             _restore_original_dst(),
-            Filter(name="envoy.filters.network.tcp_proxy", typed_config=pack(TcpProxy(stat_prefix=ENCAP, cluster=ENCAP))),
+            Filter(
+                name="envoy.filters.network.tcp_proxy", typed_config=pack(TcpProxy(stat_prefix=ENCAP, cluster=ENCAP))
+            ),
         ],
     )
     hcm = HttpConnectionManager(
@@ -455,7 +478,7 @@ def _direct_chains() -> list[FilterChain]:
         ),
         use_remote_address=False,
         server_name="istio-envoy",
-        http_filters=[HttpFilter(name="envoy.filters.http.router", typed_config=pack(Router()))],
+        http_filters=[_router_filter()],
     )
     http = FilterChain(
         name=DIRECT_HTTP,
@@ -468,8 +491,11 @@ def _direct_chains() -> list[FilterChain]:
 
 
 def main_internal(
-    mesh: Mesh, services: tuple[Service, ...], workloads: tuple[Workload, ...],
-    owned: frozenset[tuple[str, str]], targets: dict[str, ClusterTarget],
+    mesh: Mesh,
+    services: tuple[Service, ...],
+    workloads: tuple[Workload, ...],
+    owned: frozenset[tuple[str, str]],
+    targets: dict[str, ClusterTarget],
 ) -> Listener:
     chains: list[FilterChain] = []
     by_ip: dict[str, MatcherOnMatch] = {}
@@ -512,7 +538,9 @@ def main_internal(
             )
         listener_filters.append(
             ListenerFilter(
-                name="envoy.filters.listener.http_inspector", typed_config=pack(HttpInspector()), filter_disabled=disabled
+                name="envoy.filters.listener.http_inspector",
+                typed_config=pack(HttpInspector()),
+                filter_disabled=disabled,
             )
         )
     return Listener(
@@ -595,7 +623,9 @@ def _internal_cluster(name: str, listener: str) -> Cluster:
         alt_stat_name=f"{name};",
         load_assignment=ClusterLoadAssignment(
             cluster_name=name,
-            endpoints=[LocalityLbEndpoints(lb_endpoints=[LbEndpoint(endpoint=Endpoint(address=internal_address(listener)))])],
+            endpoints=[
+                LocalityLbEndpoints(lb_endpoints=[LbEndpoint(endpoint=Endpoint(address=internal_address(listener)))])
+            ],
         ),
         transport_socket=internal_upstream_transport(),
     )

@@ -287,13 +287,31 @@ class Mesh:
 
     def endpoints(self, service: Service) -> tuple[Workload, ...]:
         """Ready workloads selected by the service, in a stable order."""
-        if not service.selector:
-            return ()
-        return tuple(
-            w
-            for w in self.workloads_by_namespace.get(service.namespace, ())
-            if w.ready and all(w.labels.get(k) == v for k, v in service.selector.items())
-        )
+        return self.service_endpoints.get((service.namespace, service.name), ())
+
+    @cached_property
+    def service_endpoints(self) -> Mapping[tuple[str, str], tuple[Workload, ...]]:
+        """(namespace, service name) -> its ready workloads; computed once per mesh snapshot."""
+        index: dict[tuple[str, str], tuple[Workload, ...]] = {}
+        for service in self.services:
+            if not service.selector:
+                continue
+            selector = tuple(service.selector.items())
+            index[(service.namespace, service.name)] = tuple(
+                w
+                for w in self.workloads_by_namespace.get(service.namespace, ())
+                if w.ready and all(w.labels.get(k) == v for k, v in selector)
+            )
+        return index
+
+    @cached_property
+    def workload_services(self) -> Mapping[tuple[str, str], tuple[Service, ...]]:
+        """(namespace, pod name) -> the services selecting it."""
+        index: dict[tuple[str, str], list[Service]] = {}
+        for service in self.services:
+            for w in self.endpoints(service):
+                index.setdefault((w.namespace, w.name), []).append(service)
+        return {k: tuple(v) for k, v in index.items()}
 
     @cached_property
     def workloads_by_namespace(self) -> Mapping[str, tuple[Workload, ...]]:

@@ -166,9 +166,7 @@ def parse_waypoint(obj: KubeObject, namespace: str) -> tuple[Waypoint, list[tupl
     labels, annotations = _labels(obj), _annotations(obj)
     problems: list[tuple[str, str]] = []
     listeners = spec.get("listeners") or []
-    valid = [
-        lst for lst in listeners if lst.get("port") == HBONE_PORT and str(lst.get("protocol")).upper() == "HBONE"
-    ]
+    valid = [lst for lst in listeners if lst.get("port") == HBONE_PORT and str(lst.get("protocol")).upper() == "HBONE"]
     if len(listeners) != 1 or not valid:
         problems.append(("spec.listeners", 'Expected a single listener on port 15008 with protocol "HBONE"'))
     allowed_from = "Same"
@@ -288,9 +286,13 @@ def parse_authorization_policy(obj: KubeObject, namespace: str) -> Authorization
         for f, src in enumerate(rule.get("from") or []):
             source = src.get("source") or {}
             base = f"spec.rules[{r}].from[{f}].source"
-            for key, attr in (("principals", "principals"), ("notPrincipals", "not_principals"),
-                              ("namespaces", "namespaces"), ("notNamespaces", "not_namespaces"),
-                              ("ipBlocks", "ip_blocks")):
+            for key, attr in (
+                ("principals", "principals"),
+                ("notPrincipals", "not_principals"),
+                ("namespaces", "namespaces"),
+                ("notNamespaces", "not_namespaces"),
+                ("ipBlocks", "ip_blocks"),
+            ):
                 merged[attr] = merged.get(attr, ()) + _strings(source.get(key), f"{base}.{key}")
         for t, dst in enumerate(rule.get("to") or []):
             op = dst.get("operation") or {}
@@ -355,7 +357,8 @@ def mesh_from_objects(objects: Iterable[KubeObject], *, sources: Mapping[int, st
     errors: list[ModelError] = []
 
     def fail(obj: KubeObject, field: str, message: str) -> None:
-        meta = obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else {}
+        raw = obj.get("metadata")
+        meta: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
         ref = ObjectRef(str(obj.get("kind", "?")), str(meta.get("namespace") or ""), str(meta.get("name") or "?"))
         errors.append(ModelError(ref, field, message, (sources or {}).get(id(obj), "")))
 
