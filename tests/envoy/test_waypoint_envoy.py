@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.controlplane import ControlPlaneThread
-from tests.harness.envoy import EnvoyProcess, wait_until
-from tests.harness.hbone import HboneClient, HboneTerminator, NamedHttpBackend, http_get
+from pyambient.runtime.backends import NamedHttpBackend
+from pyambient.runtime.controlplane import ControlPlaneThread
+from pyambient.runtime.envoy import EnvoyProcess, wait_until
+from tests.harness.hbone import HboneClient, HboneTerminator, http_get
 from tests.harness.meshes import http_route, shop_mesh
 from xds import resources
 from xds.ca import CertificateAuthority, spiffe_id

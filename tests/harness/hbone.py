@@ -4,12 +4,10 @@
   then one HTTP/2 CONNECT stream per proxied connection with `:authority` = destination ip:port.
 - `HboneTerminator`: what a destination node does — accepts HBONE on <pod ip>:15008, records the
   peer identity and the `:authority`, connects to that address and relays bytes.
-- `NamedHttpBackend`: an HTTP server on a pod address that answers with its name.
 """
 
 from __future__ import annotations
 
-import http.server
 import socket
 import ssl
 import tempfile
@@ -256,28 +254,3 @@ class HboneTerminator:
             for upstream in upstreams.values():
                 upstream.close()
             sock.close()
-
-
-class NamedHttpBackend:
-    """An HTTP/1.0 server on ip:port whose every response body is its name."""
-
-    def __init__(self, ip: str, port: int, name: str) -> None:
-        body = name.encode()
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer((ip, port), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()

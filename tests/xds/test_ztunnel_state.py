@@ -6,7 +6,7 @@ import grpc
 from envoy_data_plane.envoy.config.core.v3 import Node
 from envoy_data_plane.envoy.service.discovery.v3 import AggregatedDiscoveryServiceSyncStub, DeltaDiscoveryRequest
 
-from tests.harness.controlplane import ControlPlaneThread
+from pyambient.runtime.controlplane import ControlPlaneThread
 from tests.harness.meshes import ambient_namespace, pod, service, shop_mesh, waypoint
 from xds import resources
 from xds.mesh.objects import mesh_from_objects

@@ -153,7 +153,8 @@ def waypoint_bootstrap(
         grpc_services=[GrpcService(envoy_grpc=GrpcServiceEnvoyGrpc(cluster_name=XDS_CLUSTER))],
         set_node_on_first_message_only=True,
     )
-    listen = "127.0.0.1" if node.listen_address == "0.0.0.0" else node.listen_address
+    # The kubelet probes the pod IP: readiness and stats bind where the HBONE listener does.
+    listen = node.listen_address
     static_listeners = []
     if readiness_port:
         static_listeners.append(_admin_proxy_listener("readiness", listen, readiness_port, "/healthz/ready", "/ready"))

@@ -329,7 +329,7 @@ def parse_peer_authentication(obj: KubeObject, namespace: str) -> PeerAuthentica
     )
 
 
-def _endpoint_slice_workloads(obj: KubeObject, namespace: str, known_ips: set[str]) -> list[Workload]:
+def _endpoint_slice_workloads(obj: KubeObject, namespace: str, known_ips: set[str], ambient: bool) -> list[Workload]:
     """Endpoints no Pod object describes (the API server has no kubelet in tests): bare workloads."""
     service = _labels(obj).get("kubernetes.io/service-name", "")
     out = []
@@ -346,6 +346,7 @@ def _endpoint_slice_workloads(obj: KubeObject, namespace: str, known_ips: set[st
                     ip=str(ip),
                     labels={"kubernetes.io/service-name": service} if service else {},
                     ready=ready,
+                    captured=ambient,
                 )
             )
     return out
@@ -419,7 +420,8 @@ def mesh_from_objects(objects: Iterable[KubeObject], *, sources: Mapping[int, st
     known_ips = {w.ip for w in workloads}
     for obj in slices:
         try:
-            workloads.extend(_endpoint_slice_workloads(obj, ns_of(obj), known_ips))
+            ns = namespaces.get(ns_of(obj))
+            workloads.extend(_endpoint_slice_workloads(obj, ns_of(obj), known_ips, ns is not None and ns.ambient))
         except (InvalidField, TypeError, AttributeError) as e:
             fail(obj, "endpoints", str(e))
 

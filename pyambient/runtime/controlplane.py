@@ -1,4 +1,4 @@
-"""Our control plane on its own asyncio loop in a thread, so tests stay synchronous."""
+"""Our control plane on its own asyncio loop in a thread, for callers that are synchronous (demo, tests)."""
 
 from __future__ import annotations
 
@@ -9,20 +9,21 @@ from typing import Any
 
 from xds.ca import CertificateAuthority
 from xds.controlplane import ControlPlane
+from xds.mesh.model import Mesh
 from xds.mesh.objects import mesh_from_objects
 
 
 class ControlPlaneThread:
-    def __init__(self, objects: Iterable[Mapping[str, Any]], *, ca: CertificateAuthority | None = None) -> None:
+    def __init__(self, objects: Iterable[Mapping[str, Any]] | Mesh, *, ca: CertificateAuthority | None = None) -> None:
         self.control_plane = ControlPlane(ca=ca, debounce=0.05)
-        self.control_plane.update(mesh_from_objects(objects))
+        self.control_plane.update(objects if isinstance(objects, Mesh) else mesh_from_objects(objects))
         self.loop = asyncio.new_event_loop()
         self.port = 0
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="control-plane")
 
-    def start(self) -> ControlPlaneThread:
+    def start(self, address: str = "127.0.0.1:0") -> ControlPlaneThread:
         self._thread.start()
-        self.port = asyncio.run_coroutine_threadsafe(self.control_plane.start("127.0.0.1:0"), self.loop).result(10)
+        self.port = asyncio.run_coroutine_threadsafe(self.control_plane.start(address), self.loop).result(10)
         return self
 
     def apply(self, objects: Iterable[Mapping[str, Any]]) -> None:

@@ -51,7 +51,14 @@ class EnvoyProcess:
     """One Envoy waypoint: bootstrap written by `pyambient waypoint bootstrap`'s builder."""
 
     def __init__(
-        self, workdir: Path, node: WaypointNode, xds_port: int, *, delta: bool = True, admin_port: int | None = None
+        self,
+        workdir: Path,
+        node: WaypointNode,
+        xds_port: int,
+        *,
+        delta: bool = True,
+        admin_port: int | None = None,
+        readiness_port: int | None = None,
     ) -> None:
         self.node = node
         self.admin_port = admin_port or free_port()

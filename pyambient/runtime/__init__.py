@@ -1,0 +1,1 @@
+"""Running the pieces of a local mesh: control plane, Envoy waypoints, backends (demo and tests)."""

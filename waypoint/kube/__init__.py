@@ -1,0 +1,1 @@
+"""Kubernetes API access: the REST client wrapper (api) and the list+watch informer (watch)."""
