@@ -14,7 +14,12 @@ import sys
 # One line per command module; each registers one or more subcommands.
 COMMAND_MODULES: tuple[str, ...] = (
     "pyambient.commands.control_plane",
-    "pyambient.commands.waypoint_bootstrap",
+    "pyambient.commands.proxy_config",
+    "pyambient.commands.ztunnel_config",
+    "pyambient.commands.waypoint",  # also registers `waypoint bootstrap` (waypoint_bootstrap.py)
+    "pyambient.commands.ztunnel",
+    "pyambient.commands.controller",
+    "pyambient.commands.demo",
 )
 
 

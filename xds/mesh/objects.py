@@ -420,8 +420,8 @@ def mesh_from_objects(objects: Iterable[KubeObject], *, sources: Mapping[int, st
     known_ips = {w.ip for w in workloads}
     for obj in slices:
         try:
-            ns = namespaces.get(ns_of(obj))
-            workloads.extend(_endpoint_slice_workloads(obj, ns_of(obj), known_ips, ns is not None and ns.ambient))
+            slice_ns = namespaces.get(ns_of(obj))
+            workloads.extend(_endpoint_slice_workloads(obj, ns_of(obj), known_ips, slice_ns is not None and slice_ns.ambient))
         except (InvalidField, TypeError, AttributeError) as e:
             fail(obj, "endpoints", str(e))
 

@@ -1,0 +1,1 @@
+"""`pyambient demo`: a whole ambient mesh on one machine, walked through scenario by scenario."""
