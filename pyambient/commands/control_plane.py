@@ -9,9 +9,6 @@ import signal
 import sys
 from pathlib import Path
 
-from xds.controlplane import ControlPlane
-from xds.mesh.files import DirectoryWatcher, load_directory
-
 log = logging.getLogger("pyambient.control-plane")
 
 
@@ -26,6 +23,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
+    from xds.mesh.files import load_directory  # imported here: `pyambient --help` stays fast
+
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
@@ -38,6 +37,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _serve(directory: Path, address: str, mesh: object) -> int:
+    from xds.controlplane import ControlPlane
+    from xds.mesh.files import DirectoryWatcher
+
     control_plane = ControlPlane()
     control_plane.update(mesh)  # type: ignore[arg-type]
     try:

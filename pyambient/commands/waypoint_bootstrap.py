@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from xds.envoy.bootstrap import WaypointNode, bootstrap_json, waypoint_bootstrap
-
 
 def register_waypoint_subcommand(waypoint_subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = waypoint_subparsers.add_parser("bootstrap", help="print the Envoy bootstrap of a waypoint")
@@ -29,6 +27,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
+    from xds.envoy.bootstrap import WaypointNode, bootstrap_json, waypoint_bootstrap  # lazy: fast --help
+
     host, sep, port = args.xds.rpartition(":")
     if not sep or not port.isdigit() or not host:
         print(f"error: --xds {args.xds!r} is not HOST:PORT", file=sys.stderr)
