@@ -97,6 +97,17 @@ class _StreamBase:
         state.acked_version = state.sent_version
         return [Acked(type_url, state.sent_version)]
 
+    def _pending(self, snapshot: Snapshot) -> list[tuple[str, _TypeState, str]]:
+        """(type, state, version) of each subscribed type that has something to say now."""
+        out = []
+        for type_url in self.subscribed_types():
+            state = self.types[type_url]
+            version = snapshot.version(type_url)
+            if not state.dirty and state.nonce and version in (state.sent_version, state.nacked_version):
+                continue  # nothing new, or exactly what the client refused: wait for a change
+            out.append((type_url, state, version))
+        return out
+
     def subscribed_types(self) -> list[str]:
         return [t for t in ORDER if t in self.types and self.types[t].subscribed] + [
             t for t in self.types if t not in ORDER and self.types[t].subscribed
@@ -128,13 +139,7 @@ class SotwStream(_StreamBase):
 
     def respond(self, snapshot: Snapshot) -> list[DiscoveryResponse]:
         out = []
-        for type_url in self.subscribed_types():
-            state = self.types[type_url]
-            version = snapshot.version(type_url)
-            if state.nonce and not state.dirty and version == state.sent_version:
-                continue
-            if version == state.nacked_version and not state.dirty:
-                continue  # the client refused exactly this; wait for a change
+        for type_url, state, version in self._pending(snapshot):
             items = snapshot.of_type(type_url)
             chosen = [items[n] for n in sorted(items) if state.names is None or n in state.names]
             state.sent_version, state.nonce, state.dirty = version, _new_nonce(), False
@@ -190,13 +195,7 @@ class DeltaStream(_StreamBase):
 
     def respond(self, snapshot: Snapshot) -> list[DeltaDiscoveryResponse]:
         out = []
-        for type_url in self.subscribed_types():
-            state = self.types[type_url]
-            version = snapshot.version(type_url)
-            if not state.dirty and version == state.sent_version:
-                continue
-            if version == state.nacked_version and not state.dirty:
-                continue
+        for type_url, state, version in self._pending(snapshot):
             items = snapshot.of_type(type_url)
             wanted = {n: r for n, r in items.items() if state.names is None or n in state.names}
             changed = [wanted[n] for n in sorted(wanted) if state.known.get(n) != wanted[n].version]
