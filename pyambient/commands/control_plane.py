@@ -8,6 +8,10 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from xds.mesh.model import Mesh
 
 log = logging.getLogger("pyambient.control-plane")
 
@@ -18,6 +22,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--mesh", required=True, type=Path, help="directory of Kubernetes YAML/JSON files")
     parser.add_argument("--xds-address", default="127.0.0.1:15010", help="host:port to serve ADS on")
+    parser.add_argument(
+        "--metrics-address", default="", help="host:port for Prometheus /metrics (xDS pushes, NACKs); off if empty"
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.set_defaults(func=run)
 
@@ -33,15 +40,20 @@ def run(args: argparse.Namespace) -> int:
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    return asyncio.run(_serve(args.mesh, args.xds_address, mesh))
+    return asyncio.run(_serve(args.mesh, args.xds_address, mesh, args.metrics_address))
 
 
-async def _serve(directory: Path, address: str, mesh: object) -> int:
+async def _serve(directory: Path, address: str, mesh: Mesh, metrics_address: str) -> int:
+    from prometheus_client import start_http_server
+
     from xds.controlplane import ControlPlane
     from xds.mesh.files import DirectoryWatcher
 
     control_plane = ControlPlane()
-    control_plane.update(mesh)  # type: ignore[arg-type]
+    control_plane.update(mesh)
+    if metrics_address:
+        metrics_host, _, metrics_port = metrics_address.rpartition(":")
+        start_http_server(int(metrics_port), metrics_host or "127.0.0.1", registry=control_plane.registry)
     try:
         port = await control_plane.start(address)
     except OSError as exc:
