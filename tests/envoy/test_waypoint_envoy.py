@@ -228,3 +228,59 @@ def test_certificate_rotation_without_restart(mesh: Mesh) -> None:
     with mesh.client(SHOP_WAYPOINT) as client:
         assert client.exchange("127.96.0.13:5432", http_get()).status == 200
     assert envoy.process is not None and envoy.process.pid == pid
+
+
+def _policy(name: str, action: str, rule: dict[str, object]) -> dict[str, object]:
+    return {
+        "apiVersion": "security.istio.io/v1",
+        "kind": "AuthorizationPolicy",
+        "metadata": {"name": name, "namespace": "shop"},
+        "spec": {"targetRefs": [{"group": "", "kind": "Service", "name": "web"}], "action": action, "rules": [rule]},
+    }
+
+
+def _status(mesh: Mesh, identity: str, method: str = "GET", path: str = "/") -> int:
+    with mesh.client(SHOP_WAYPOINT, identity) as client:
+        result = client.exchange("127.96.0.10:80", http_get("web.shop", method=method, path=path))
+    return int(result.body.split(b" ", 2)[1]) if result.body.startswith(b"HTTP/1.1") else 0
+
+
+def test_waypoint_enforces_l7_authorization_policy_attached_to_a_service(mesh: Mesh) -> None:
+    policies = [
+        _policy(
+            "web-allow-sleep-get",
+            "ALLOW",
+            {
+                "from": [{"source": {"principals": ["cluster.local/ns/shop/sa/sleep"]}}],
+                "to": [{"operation": {"methods": ["GET"]}}],
+            },
+        ),
+        _policy("web-deny-admin", "DENY", {"to": [{"operation": {"paths": ["/admin*"]}}]}),
+    ]
+    envoy = envoy_of(mesh, SHOP_WAYPOINT)
+    mesh.control.apply(shop_mesh() + policies)
+    try:
+        wait_until(
+            lambda: "envoy.filters.http.rbac.deny" in json.dumps(_active_main_internal(envoy)), what="RBAC in envoy"
+        )
+        assert _status(mesh, spiffe_id("shop", "sleep")) == 200
+        assert _status(mesh, spiffe_id("shop", "notsleep")) == 403
+        assert _status(mesh, spiffe_id("shop", "sleep"), method="POST") == 403
+        assert _status(mesh, spiffe_id("shop", "sleep"), path="/admin/users") == 403
+        # The policy targets `web` only: db (another chain of the same waypoint) is untouched.
+        with mesh.client(SHOP_WAYPOINT, spiffe_id("shop", "notsleep")) as client:
+            assert client.exchange("127.96.0.13:5432", http_get()).status == 200
+    finally:
+        mesh.control.apply(shop_mesh())
+        wait_until(
+            lambda: "envoy.filters.http.rbac" not in json.dumps(_active_main_internal(envoy)), what="RBAC removed"
+        )
+
+
+def _active_main_internal(envoy: EnvoyProcess) -> dict[str, object]:
+    for config in envoy.config_dump()["configs"]:
+        if config["@type"].endswith("ListenersConfigDump"):
+            for entry in config.get("dynamic_listeners", []):
+                if entry["name"] == "main_internal":
+                    return dict(entry.get("active_state", {}))
+    return {}

@@ -124,8 +124,8 @@ class HboneClient:
             self._flush()
 
 
-def http_get(host: str = "svc") -> bytes:
-    return f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+def http_get(host: str = "svc", *, method: str = "GET", path: str = "/") -> bytes:
+    return f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode()
 
 
 @dataclass(frozen=True)

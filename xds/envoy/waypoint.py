@@ -99,6 +99,7 @@ from envoy_data_plane.xds.type.matcher.v3 import (
     MatcherOnMatch,
 )
 
+from xds.envoy import rbac
 from xds.envoy.common import (
     ORIGINAL_DST_METADATA,
     ads,
@@ -112,7 +113,17 @@ from xds.envoy.common import (
     upstream_http2_options,
 )
 from xds.mesh import binding
-from xds.mesh.model import HBONE_PORT, HTTPRoute, Mesh, Protocol, Service, ServicePort, Waypoint, Workload
+from xds.mesh.model import (
+    HBONE_PORT,
+    AuthorizationPolicy,
+    HTTPRoute,
+    Mesh,
+    Protocol,
+    Service,
+    ServicePort,
+    Waypoint,
+    Workload,
+)
 
 CONNECT_TERMINATE = "connect_terminate"
 MAIN_INTERNAL = "main_internal"
@@ -404,7 +415,7 @@ def _backend_target(
     return ClusterTarget(outbound_cluster_name(chosen.port, service.hostname), service, chosen, True)
 
 
-def _http_chain(name: str, routes: list[Route], port: ServicePort) -> FilterChain:
+def _http_chain(name: str, routes: list[Route], port: ServicePort, authz: list[HttpFilter]) -> FilterChain:
     hcm = HttpConnectionManager(
         stat_prefix=name,
         route_config=RouteConfiguration(
@@ -415,21 +426,22 @@ def _http_chain(name: str, routes: list[Route], port: ServicePort) -> FilterChai
         use_remote_address=False,
         server_name="istio-envoy",
         http2_protocol_options=Http2ProtocolOptions() if port.protocol in (Protocol.HTTP2, Protocol.GRPC) else None,
-        http_filters=[_router_filter()],
+        http_filters=[*authz, _router_filter()],
     )
     return FilterChain(
         name=name, filters=[Filter(name="envoy.filters.network.http_connection_manager", typed_config=pack(hcm))]
     )
 
 
-def _tcp_chain(name: str, cluster: str) -> FilterChain:
+def _tcp_chain(name: str, cluster: str, authz: list[Filter]) -> FilterChain:
     return FilterChain(
         name=name,
         filters=[
+            *authz,
             Filter(
                 name="envoy.filters.network.tcp_proxy",
                 typed_config=pack(TcpProxy(stat_prefix=cluster, cluster=cluster)),
-            )
+            ),
         ],
     )
 
@@ -448,11 +460,12 @@ def _restore_original_dst() -> Filter:
     )
 
 
-def _direct_chains() -> list[FilterChain]:
+def _direct_chains(policies: tuple[AuthorizationPolicy, ...]) -> list[FilterChain]:
     tcp = FilterChain(
         name=DIRECT_TCP,
         filters=[
             _restore_original_dst(),
+            *rbac.network_rbac_filters(policies, DIRECT_TCP),
             Filter(
                 name="envoy.filters.network.tcp_proxy", typed_config=pack(TcpProxy(stat_prefix=ENCAP, cluster=ENCAP))
             ),
@@ -478,7 +491,7 @@ def _direct_chains() -> list[FilterChain]:
         ),
         use_remote_address=False,
         server_name="istio-envoy",
-        http_filters=[_router_filter()],
+        http_filters=[*rbac.http_rbac_filters(policies), _router_filter()],
     )
     http = FilterChain(
         name=DIRECT_HTTP,
@@ -492,6 +505,7 @@ def _direct_chains() -> list[FilterChain]:
 
 def main_internal(
     mesh: Mesh,
+    waypoint: Waypoint,
     services: tuple[Service, ...],
     workloads: tuple[Workload, ...],
     owned: frozenset[tuple[str, str]],
@@ -502,15 +516,17 @@ def main_internal(
     sniffed = False
     known_ports: set[int] = set()
     for service in services:
+        policies = rbac.policies_for(mesh, waypoint, service)
         for port in _served_ports(service):
             http_name = vip_cluster_name(port.port, "http", service.hostname)
             tcp_name = vip_cluster_name(port.port, "tcp", service.hostname)
             if port.protocol.is_http or port.protocol is Protocol.UNKNOWN:
                 targets.setdefault(http_name, ClusterTarget(http_name, service, port, True))
-                chains.append(_http_chain(http_name, _routes_for(mesh, service, port, owned, targets), port))
+                routes = _routes_for(mesh, service, port, owned, targets)
+                chains.append(_http_chain(http_name, routes, port, rbac.http_rbac_filters(policies)))
             if not port.protocol.is_http:
                 targets.setdefault(tcp_name, ClusterTarget(tcp_name, service, port, False))
-                chains.append(_tcp_chain(tcp_name, tcp_name))
+                chains.append(_tcp_chain(tcp_name, tcp_name, rbac.network_rbac_filters(policies, tcp_name)))
             if port.protocol is Protocol.UNKNOWN:
                 sniffed = True
             else:
@@ -519,7 +535,7 @@ def main_internal(
             for vip in service.vips:
                 by_ip[vip] = MatcherOnMatch(matcher=_port_matcher(service))
     if workloads:
-        chains.extend(_direct_chains())
+        chains.extend(_direct_chains(rbac.policies_for(mesh, waypoint, None)))
         sniffed = True
         for workload in workloads:
             by_ip[workload.ip] = MatcherOnMatch(matcher=_app_protocol_matcher(DIRECT_HTTP, DIRECT_TCP))
@@ -704,7 +720,7 @@ def build_waypoint(mesh: Mesh, waypoint: Waypoint, *, bind_ip: str = "0.0.0.0") 
     targets: dict[str, ClusterTarget] = {}
     listeners = (
         connect_terminate(waypoint, mesh.trust_domain, bind_ip),
-        main_internal(mesh, services, workloads, owned, targets),
+        main_internal(mesh, waypoint, services, workloads, owned, targets),
         connect_originate_listener(),
     )
     ordered = sorted(targets.values(), key=lambda t: t.name)

@@ -233,7 +233,7 @@ class PolicyAction(enum.Enum):
 
 @dataclass(frozen=True)
 class PolicyRule:
-    """One `rules[]` entry, L4 fields only (what ztunnel enforces); empty tuple = any."""
+    """One `rules[]` entry; empty tuple = any. ztunnel enforces the L4 fields, waypoints all of them."""
 
     principals: tuple[str, ...] = ()
     not_principals: tuple[str, ...] = ()
@@ -242,7 +242,15 @@ class PolicyRule:
     ports: tuple[int, ...] = ()
     not_ports: tuple[int, ...] = ()
     ip_blocks: tuple[str, ...] = ()
-    has_l7: bool = False  # methods/paths: waypoint-only, ignored by ztunnel
+    methods: tuple[str, ...] = ()
+    not_methods: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+    not_paths: tuple[str, ...] = ()
+    hosts: tuple[str, ...] = ()
+
+    @property
+    def has_l7(self) -> bool:
+        return bool(self.methods or self.not_methods or self.paths or self.not_paths or self.hosts)
 
 
 @dataclass(frozen=True)

@@ -281,8 +281,7 @@ def parse_authorization_policy(obj: KubeObject, namespace: str) -> Authorization
     selector = spec.get("selector")
     rules = []
     for r, rule in enumerate(spec.get("rules") or []):
-        merged: dict[str, tuple[Any, ...]] = {}
-        has_l7 = False
+        merged: dict[str, Any] = {}
         for f, src in enumerate(rule.get("from") or []):
             source = src.get("source") or {}
             base = f"spec.rules[{r}].from[{f}].source"
@@ -299,8 +298,10 @@ def parse_authorization_policy(obj: KubeObject, namespace: str) -> Authorization
             base = f"spec.rules[{r}].to[{t}].operation"
             merged["ports"] = merged.get("ports", ()) + _ports(op.get("ports"), f"{base}.ports")
             merged["not_ports"] = merged.get("not_ports", ()) + _ports(op.get("notPorts"), f"{base}.notPorts")
-            has_l7 = has_l7 or any(op.get(k) for k in ("methods", "paths", "hosts", "notMethods", "notPaths"))
-        rules.append(PolicyRule(has_l7=has_l7, **merged))  # type: ignore[arg-type]
+            for key, attr in (("methods", "methods"), ("notMethods", "not_methods"), ("paths", "paths"),
+                              ("notPaths", "not_paths"), ("hosts", "hosts")):
+                merged[attr] = merged.get(attr, ()) + _strings(op.get(key), f"{base}.{key}")
+        rules.append(PolicyRule(**merged))
     target_refs = tuple(
         (str(t.get("kind")), str(t.get("name")))
         for t in (spec.get("targetRefs") or ([spec["targetRef"]] if spec.get("targetRef") else []))
