@@ -221,9 +221,7 @@ class Locality(betterproto2.Message):
 
 @dataclass(eq=False, repr=False, config=_CFG)
 class LoadBalancing(betterproto2.Message):
-    routing_preference: list[LoadBalancingScope] = betterproto2.field(
-        1, betterproto2.TYPE_ENUM, repeated=True
-    )
+    routing_preference: list[LoadBalancingScope] = betterproto2.field(1, betterproto2.TYPE_ENUM, repeated=True)
     mode: LoadBalancingMode = _enum(2, LoadBalancingMode)
     health_policy: LoadBalancingHealthPolicy = _enum(3, LoadBalancingHealthPolicy)
 

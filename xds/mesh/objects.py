@@ -298,8 +298,13 @@ def parse_authorization_policy(obj: KubeObject, namespace: str) -> Authorization
             base = f"spec.rules[{r}].to[{t}].operation"
             merged["ports"] = merged.get("ports", ()) + _ports(op.get("ports"), f"{base}.ports")
             merged["not_ports"] = merged.get("not_ports", ()) + _ports(op.get("notPorts"), f"{base}.notPorts")
-            for key, attr in (("methods", "methods"), ("notMethods", "not_methods"), ("paths", "paths"),
-                              ("notPaths", "not_paths"), ("hosts", "hosts")):
+            for key, attr in (
+                ("methods", "methods"),
+                ("notMethods", "not_methods"),
+                ("paths", "paths"),
+                ("notPaths", "not_paths"),
+                ("hosts", "hosts"),
+            ):
                 merged[attr] = merged.get(attr, ()) + _strings(op.get(key), f"{base}.{key}")
         rules.append(PolicyRule(**merged))
     target_refs = tuple(
@@ -422,7 +427,9 @@ def mesh_from_objects(objects: Iterable[KubeObject], *, sources: Mapping[int, st
     for obj in slices:
         try:
             slice_ns = namespaces.get(ns_of(obj))
-            workloads.extend(_endpoint_slice_workloads(obj, ns_of(obj), known_ips, slice_ns is not None and slice_ns.ambient))
+            workloads.extend(
+                _endpoint_slice_workloads(obj, ns_of(obj), known_ips, slice_ns is not None and slice_ns.ambient)
+            )
         except (InvalidField, TypeError, AttributeError) as e:
             fail(obj, "endpoints", str(e))
 
