@@ -56,7 +56,7 @@ def running(tmp_path: Path) -> Iterator[tuple[Path, Path, int, int]]:
             "--xds",
             f"127.0.0.1:{xds_port}",
             "--listen-address",
-            "127.0.2.41",
+            "127.0.12.41",
             "--admin-port",
             str(admin_port),
             "-o",

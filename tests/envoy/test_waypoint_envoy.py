@@ -23,15 +23,15 @@ from xds.envoy.bootstrap import WaypointNode
 
 pytestmark = pytest.mark.envoy
 
-SHOP_WAYPOINT = WaypointNode("waypoint", "shop", "127.0.2.1")
-REVIEWS_WAYPOINT = WaypointNode("reviews-waypoint", "shop", "127.0.2.2")
-OTHER_WAYPOINT = WaypointNode("waypoint", "other", "127.0.2.3")
+SHOP_WAYPOINT = WaypointNode("waypoint", "shop", "127.0.12.1")
+REVIEWS_WAYPOINT = WaypointNode("reviews-waypoint", "shop", "127.0.12.2")
+OTHER_WAYPOINT = WaypointNode("waypoint", "other", "127.0.12.3")
 PODS = {
-    "127.0.1.11": "web-v1",
-    "127.0.1.12": "web-v2",
-    "127.0.1.13": "db",
-    "127.0.1.14": "reviews",
-    "127.0.1.21": "echo",
+    "127.0.11.11": "web-v1",
+    "127.0.11.12": "web-v2",
+    "127.0.11.13": "db",
+    "127.0.11.14": "reviews",
+    "127.0.11.21": "echo",
 }
 ALL_TYPES = (resources.LISTENER, resources.CLUSTER, resources.ENDPOINT, resources.SECRET)
 
@@ -93,7 +93,7 @@ def test_envoy_acks_every_resource_and_dump_has_istio_names(mesh: Mesh) -> None:
     assert "inbound-vip|80|http|web-v1.shop.svc.cluster.local" in clusters
     assert "inbound-vip|5432|tcp|db.shop.svc.cluster.local" in clusters
     dump = json.dumps(shop.config_dump())
-    assert "envoy://connect_originate/127.0.1.11:8080" in dump or '"endpoint_id": "127.0.1.11:8080"' in dump
+    assert "envoy://connect_originate/127.0.11.11:8080" in dump or '"endpoint_id": "127.0.11.11:8080"' in dump
     assert "%DOWNSTREAM_LOCAL_ADDRESS%" in dump
 
 
@@ -115,7 +115,7 @@ def test_namespace_waypoint_has_nothing_of_other_namespaces(mesh: Mesh) -> None:
 
 
 def test_hbone_through_waypoint_reaches_pod_with_waypoint_identity(mesh: Mesh) -> None:
-    terminator = mesh.terminators["127.0.1.13"]
+    terminator = mesh.terminators["127.0.11.13"]
     before = len(terminator.records)
     with mesh.client(SHOP_WAYPOINT) as client:
         assert client.peer_identity == spiffe_id("shop", "waypoint")
@@ -124,7 +124,7 @@ def test_hbone_through_waypoint_reaches_pod_with_waypoint_identity(mesh: Mesh) -
     assert result.body.endswith(b"db")
     record = terminator.records[before]
     assert record.peer_identity == spiffe_id("shop", "waypoint")
-    assert record.authority == "127.0.1.13:8080"
+    assert record.authority == "127.0.11.13:8080"
 
 
 def _split(mesh: Mesh, n: int) -> collections.Counter[str]:
@@ -174,9 +174,9 @@ def test_connect_terminate_refuses_bad_peers_and_keeps_serving(mesh: Mesh) -> No
     # A certificate from another trust domain (another CA): the handshake fails.
     foreign = CertificateAuthority("evil.example").issue("spiffe://evil.example/ns/shop/sa/sleep")
     with pytest.raises((ssl.SSLError, OSError, AssertionError)):
-        HboneClient(("127.0.2.1", 15008), foreign).exchange("127.96.0.13:5432", http_get())
+        HboneClient(("127.0.12.1", 15008), foreign).exchange("127.96.0.13:5432", http_get())
     # Plaintext on 15008: the connection is closed without an HTTP answer.
-    with socket.create_connection(("127.0.2.1", 15008), timeout=5) as plain:
+    with socket.create_connection(("127.0.12.1", 15008), timeout=5) as plain:
         plain.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert b"HTTP/1.1 200" not in plain.recv(4096)
     # A valid peer sending something other than CONNECT: refused (no route).

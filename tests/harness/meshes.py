@@ -89,7 +89,7 @@ def http_route(
 def shop_mesh(v1_weight: int = 90, v2_weight: int = 10) -> list[Obj]:
     """Two namespaces; `shop` has a namespace waypoint and a service-account waypoint.
 
-    VIPs live in 127.96.0.0/16 and pods in 127.0.1.0/24: loopback only, and VIPs are never dialled.
+    VIPs live in 127.96.0.0/16, pods in 127.0.11.0/24, waypoints in 127.0.12.0/24: loopback only, and VIPs are never dialled.
     """
     return [
         ambient_namespace("shop"),
@@ -100,11 +100,11 @@ def shop_mesh(v1_weight: int = 90, v2_weight: int = 10) -> list[Obj]:
         service("shop", "db", "127.96.0.13", [("tcp-postgres", 5432, 8080)], {"app": "db"}),
         service("shop", "reviews", "127.96.0.14", [("http", 9080, 8080)], {"app": "reviews"}),
         service("other", "echo", "127.96.1.10", [("http", 80, 8080)], {"app": "echo"}),
-        pod("shop", "web-v1-0", "127.0.1.11", {"app": "web", "version": "v1"}, "web"),
-        pod("shop", "web-v2-0", "127.0.1.12", {"app": "web", "version": "v2"}, "web"),
-        pod("shop", "db-0", "127.0.1.13", {"app": "db"}, "db"),
-        pod("shop", "reviews-0", "127.0.1.14", {"app": "reviews"}, "reviews"),
-        pod("other", "echo-0", "127.0.1.21", {"app": "echo"}, "echo"),
+        pod("shop", "web-v1-0", "127.0.11.11", {"app": "web", "version": "v1"}, "web"),
+        pod("shop", "web-v2-0", "127.0.11.12", {"app": "web", "version": "v2"}, "web"),
+        pod("shop", "db-0", "127.0.11.13", {"app": "db"}, "db"),
+        pod("shop", "reviews-0", "127.0.11.14", {"app": "reviews"}, "reviews"),
+        pod("other", "echo-0", "127.0.11.21", {"app": "echo"}, "echo"),
         waypoint("shop", "waypoint"),
         waypoint("shop", "reviews-waypoint", for_service_account="reviews"),
         waypoint("other", "waypoint"),

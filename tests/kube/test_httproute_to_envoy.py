@@ -107,7 +107,7 @@ def test_kubectl_applied_httproute_reaches_envoy_weights(
     ):
         kube_cluster.apply(SERVICES.format(name=name, ns=namespace, selector=selector))
     kube_cluster.apply(GATEWAY.format(ns=namespace))
-    envoy = EnvoyProcess(tmp_path, WaypointNode("waypoint", namespace, "127.0.2.9"), control_plane.port).start()
+    envoy = EnvoyProcess(tmp_path, WaypointNode("waypoint", namespace, "127.0.12.9"), control_plane.port).start()
     try:
         chain = f"inbound-vip|80|http|web.{namespace}.svc.cluster.local"
         wait_until(lambda: chain in json.dumps(envoy.config_dump()), what="envoy has the web chain")

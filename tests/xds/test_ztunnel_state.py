@@ -42,7 +42,7 @@ def test_services_carry_their_waypoint_and_workloads_their_tunnel() -> None:
     assert web.waypoint is not None and web.waypoint.hbone_mtls_port == 15008
     db_pod = addresses["Kubernetes//Pod/shop/db-0"].workload
     assert db_pod.tunnel_protocol is TunnelProtocol.HBONE
-    assert db_pod.service_account == "db" and db_pod.addresses == [bytes([127, 0, 1, 13])]
+    assert db_pod.service_account == "db" and db_pod.addresses == [bytes([127, 0, 11, 13])]
     assert "shop/db.shop.svc.cluster.local" in db_pod.services
     assert db_pod.authorization_policies == ["shop/only-sleep"]
     policy = _decode(dict(snap.of_type(resources.AUTHORIZATION)))["shop/only-sleep"]
