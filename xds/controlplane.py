@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 from envoy_data_plane.envoy.config.core.v3 import Node
@@ -25,11 +25,13 @@ from xds.mesh.model import Mesh
 from xds.server import AdsServer
 from xds.snapshot import Snapshot
 from xds.stream import Acked, Event, Nacked
-from xds.ztunnel_state import ztunnel_snapshot
+from xds.ztunnel_state import ZTUNNEL_NODE_PREFIX, ztunnel_snapshot
 
 log = logging.getLogger("pyambient.controlplane")
 
 NodeBuilder = Callable[[Mesh, Node, "ControlPlane"], Snapshot | None]
+# Nodes whose config is identical share one snapshot: every ztunnel, and replicas of one waypoint.
+NodeKey = Callable[[Node], Hashable | None]
 
 
 @dataclass(frozen=True)
@@ -46,17 +48,20 @@ class ControlPlane:
         *,
         ca: CertificateAuthority | None = None,
         debounce: float = 0.1,
+        max_delay: float = 1.0,
         registry: CollectorRegistry | None = None,
     ) -> None:
         self.ca = ca or CertificateAuthority()
         self.debounce = debounce
+        self.max_delay = max_delay  # a steady stream of changes is still pushed at least this often
+        self._first_pending_at: float | None = None
         self._lock = threading.Lock()
         self._mesh = Mesh()
         self._pending: Mesh | None = None
         self._generation = 0
         self._cert_generation = 0
         self._certs: dict[str, IssuedCertificate] = {}
-        self._cache: dict[tuple[int, int, str], Snapshot] = {}
+        self._cache: dict[tuple[int, int, Hashable], Snapshot] = {}
         self._wakers: set[Callable[[], None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._flush_handle: asyncio.TimerHandle | None = None
@@ -91,11 +96,16 @@ class ControlPlane:
 
     def _schedule_flush(self) -> None:
         assert self._loop is not None
+        now = self._loop.time()
+        if self._first_pending_at is None:
+            self._first_pending_at = now
         if self._flush_handle is not None:
             self._flush_handle.cancel()
-        self._flush_handle = self._loop.call_later(self.debounce, self._commit)
+        delay = min(self.debounce, max(0.0, self._first_pending_at + self.max_delay - now))
+        self._flush_handle = self._loop.call_later(delay, self._commit)
 
     def _commit(self) -> None:
+        self._first_pending_at = None
         with self._lock:
             if self._pending is None:
                 return
@@ -135,7 +145,7 @@ class ControlPlane:
         return cert
 
     def snapshot_for(self, node: Node) -> Snapshot:
-        key = (self._generation, self._cert_generation, node.id)
+        key = (self._generation, self._cert_generation, snapshot_key(node))
         cached = self._cache.get(key)
         if cached is not None:
             return cached
@@ -184,6 +194,16 @@ class ControlPlane:
         await self.start(address)
         assert self._server is not None and self._server.server is not None
         await self._server.server.wait_for_termination()
+
+
+def snapshot_key(node: Node) -> Hashable:
+    """What a node's snapshot depends on besides the mesh: equal keys, equal snapshots."""
+    waypoint = WaypointNode.from_node(node)
+    if waypoint is not None:
+        return ("waypoint", waypoint)
+    if node.id.startswith(ZTUNNEL_NODE_PREFIX):
+        return ("ztunnel",)
+    return ("node", node.id)
 
 
 def waypoint_snapshot(mesh: Mesh, node: Node, control_plane: ControlPlane) -> Snapshot | None:

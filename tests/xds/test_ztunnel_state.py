@@ -83,3 +83,19 @@ def test_ztunnel_node_gets_addresses_over_delta_grpc() -> None:
         channel.close()
     finally:
         control.stop()
+
+
+def test_identical_nodes_share_one_snapshot() -> None:
+    from envoy_data_plane.envoy.config.core.v3 import Node
+
+    from xds.controlplane import ControlPlane
+    from xds.envoy.bootstrap import WaypointNode
+
+    cp = ControlPlane()
+    cp.update(mesh_from_objects(shop_mesh()))
+    a, b = Node(id="ztunnel~127.0.0.2~a.x~x.svc.cluster.local"), Node(id="ztunnel~127.0.0.3~b.x~x.svc.cluster.local")
+    assert cp.snapshot_for(a) is cp.snapshot_for(b)
+    replica = WaypointNode("waypoint", "shop").to_node()
+    other_replica = WaypointNode("waypoint", "shop").to_node()
+    other_replica.id = other_replica.id.replace("0.0.0.0", "10.0.0.9")
+    assert cp.snapshot_for(replica) is cp.snapshot_for(other_replica)
