@@ -32,6 +32,7 @@ class IssuedCertificate:
     key_pem: bytes
     root_pem: bytes
     not_after: datetime.datetime
+    not_before: datetime.datetime
 
     def write(self, directory: Path, stem: str = "workload") -> tuple[Path, Path, Path]:
         """Write `<stem>.crt`, `<stem>.key` and `root.crt` into directory; returns their paths."""
@@ -165,6 +166,7 @@ class CertificateAuthority:
             key_pem=_key_pem(key),
             root_pem=root_cert.public_bytes(serialization.Encoding.PEM),
             not_after=not_after,
+            not_before=now,
         )
 
 

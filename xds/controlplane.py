@@ -8,6 +8,7 @@ certificates) and are cached per mesh generation.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import threading
 from collections.abc import Callable, Hashable
@@ -66,6 +67,7 @@ class ControlPlane:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._flush_handle: asyncio.TimerHandle | None = None
         self._server: AdsServer | None = None
+        self._renewal: asyncio.Future[None] | None = None
         self.builders: list[NodeBuilder] = [waypoint_snapshot, ztunnel_snapshot]
         self.nacks: list[NackRecord] = []
         self.acks: dict[tuple[str, str], str] = {}  # (node id, type) -> acked version
@@ -125,6 +127,20 @@ class ControlPlane:
             self._cache.clear()
         self._schedule_wake()
 
+    def leaves_due_for_renewal(self, now: datetime.datetime | None = None) -> bool:
+        """True once any issued leaf is past half its lifetime (when istiod's agents renew too)."""
+        now = now or datetime.datetime.now(datetime.UTC)
+        with self._lock:
+            certs = list(self._certs.values())
+        return any(now >= c.not_after - (c.not_after - c.not_before) / 2 for c in certs)
+
+    async def _renew_leaves(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            if self.leaves_due_for_renewal():
+                log.info("renewing workload certificates past half their lifetime")
+                self.rotate_certificates()
+
     def _schedule_wake(self) -> None:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._wake_all)
@@ -183,9 +199,14 @@ class ControlPlane:
         """Start the ADS server on the running loop; returns the bound port."""
         self._loop = asyncio.get_running_loop()
         self._server = AdsServer(self)
-        return await self._server.start(address)
+        port = await self._server.start(address)
+        interval = min(60.0, self.ca.leaf_ttl.total_seconds() / 10)
+        self._renewal = asyncio.ensure_future(self._renew_leaves(interval))
+        return port
 
     async def stop(self) -> None:
+        if self._renewal is not None:
+            self._renewal.cancel()
         if self._server is not None:
             await self._server.stop()
         self._loop = None
