@@ -10,9 +10,7 @@ from pathlib import Path
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("ztunnel", help="run the ambient node proxy (ztunnel)")
-    p.add_argument(
-        "--config", type=Path, help="local YAML config (proxy section, workloads, services, policies)"
-    )
+    p.add_argument("--config", type=Path, help="local YAML config (proxy section, workloads, services, policies)")
     p.add_argument("--xds", help="delta ADS server address host:port (merged over the static config)")
     p.add_argument(
         "--core",
