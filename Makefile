@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install build kube-tools lint test test-fast demo bench clean
+.PHONY: install build system-deps kube-tools lint test test-fast demo bench clean
 
 $(STAMP): pyproject.toml setup.py
 	$(PY) -m venv $(VENV)
@@ -18,6 +18,12 @@ install: $(STAMP)
 build: install
 	$(BIN)/python setup.py -q build_ext --inplace
 
+# Debian tools the ztunnel tests and benchmarks drive: iptables (capture in network namespaces),
+# iproute2 (`ip netns`), iperf3 (throughput anchor). Installed once; needs root, as CI has.
+system-deps:
+	@command -v iptables >/dev/null && command -v iperf3 >/dev/null && command -v ip >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables iproute2 iperf3)
+
 # kube-apiserver, etcd and kubectl for the `kube` tests, built once into ~/.cache/pyambient/.
 kube-tools:
 	bash hack/install-kube-tools.sh
@@ -26,7 +32,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy --no-error-summary waypoint ztunnel xds pyambient _core
 
-test: build kube-tools lint
+test: build system-deps kube-tools lint
 	$(BIN)/pytest
 
 test-fast: build
@@ -35,7 +41,7 @@ test-fast: build
 demo: build
 	$(BIN)/pyambient demo
 
-bench: build
+bench: build system-deps
 	$(BIN)/pytest benchmarks --benchmark-enable -p no:cacheprovider
 	$(BIN)/python -m benchmarks.report
 

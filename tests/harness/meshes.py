@@ -89,7 +89,8 @@ def http_route(
 def shop_mesh(v1_weight: int = 90, v2_weight: int = 10) -> list[Obj]:
     """Two namespaces; `shop` has a namespace waypoint and a service-account waypoint.
 
-    VIPs live in 127.96.0.0/16, pods in 127.0.11.0/24, waypoints in 127.0.12.0/24: loopback only, and VIPs are never dialled.
+    VIPs live in 127.96.0.0/16, pods in 127.0.11.0/24, waypoints in 127.0.12.0/24: loopback only;
+    VIPs are never dialled.
     """
     return [
         ambient_namespace("shop"),

@@ -1,0 +1,1256 @@
+"""The ztunnel process: listeners (the I/O shell around the pure decisions), config reload, xDS, admin.
+
+Listeners: outbound 15001 (SO_ORIGINAL_DST), SOCKS5 15080, inbound HBONE 15008 and inbound plaintext 15006
+on every local workload IP, admin 15000 (`/config_dump`), metrics 15020 (`/metrics`, `/stats/prometheus`),
+readiness 15021 (`/healthz/ready`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import ipaddress
+import json
+import logging
+import os
+import secrets
+import socket
+import ssl
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hpack import NeverIndexedHeaderTuple
+from prometheus_client import generate_latest
+
+from ztunnel import tls
+from ztunnel.admin import serve_http
+from ztunnel.config import LoadedConfig, ProxySettings, load_config
+from ztunnel.errors import ConfigError, Denied, ProxyError
+from ztunnel.hbone import HboneConnection, HttpStatusError, StreamCtx
+from ztunnel.identity import Identity
+from ztunnel.inbound import check_rbac, decide_connect, decide_plaintext
+from ztunnel.lb import LoadBalancers
+from ztunnel.outbound import Request, RequestType, build_request
+from ztunnel.pool import HbonePool, PoolKey
+from ztunnel.rbac import ConnInfo
+from ztunnel.socks5 import SocksError, SocksParser
+from ztunnel.state import IPAddr, Protocol, ProxyState, Service, Workload
+from ztunnel.telemetry import Metrics, traffic_labels
+
+log_out = logging.getLogger("proxy::outbound")
+log_in = logging.getLogger("proxy::inbound")
+log_access = logging.getLogger("access")
+log = logging.getLogger("ztunnel")
+
+SO_ORIGINAL_DST = 80
+
+
+def original_dst(sock: socket.socket) -> tuple[IPAddr, int] | None:
+    """The pre-REDIRECT destination of a captured IPv4 socket (netfilter's SO_ORIGINAL_DST)."""
+    try:
+        raw = sock.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
+    except OSError:
+        return None
+    port = struct.unpack_from("!H", raw, 2)[0]
+    return ipaddress.ip_address(raw[4:8]), port
+
+
+def _fmt(addr: tuple[Any, int]) -> str:
+    ip = ipaddress.ip_address(addr[0]) if isinstance(addr[0], str) else addr[0]
+    return f"[{ip}]:{addr[1]}" if ip.version == 6 else f"{ip}:{addr[1]}"
+
+
+def _never_indexed(name: str, value: str) -> tuple[str, str]:
+    """A header HPACK must not add to its dynamic table (unique per connection, e.g. traceparent)."""
+    return NeverIndexedHeaderTuple(name, value)  # type: ignore[return-value]
+
+
+def baggage(w: Workload | None) -> str:
+    if w is None:
+        return ""
+    parts = [
+        ("k8s.cluster.name", w.cluster_id),
+        ("k8s.namespace.name", w.namespace),
+        (f"k8s.{w.workload_type or 'deployment'}.name", w.workload_name or w.name),
+        ("service.name", w.canonical_name),
+        ("service.version", w.canonical_revision),
+    ]
+    return ",".join(f"{k}={v}" for k, v in parts if v)
+
+
+class _Held(asyncio.Protocol):
+    """Holds a socket paused while the proxy decides; keeps any bytes that already arrived."""
+
+    def __init__(self, on_made: Callable[[_Held], None] | None = None) -> None:
+        self.buf = bytearray()
+        self.transport: Any = None
+        self.eof = False
+        self.lost = False
+        self._on_made = on_made
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        transport.pause_reading()
+        if self._on_made is not None:
+            self._on_made(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        return True
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.lost = True
+
+
+class _Socks(_Held):
+    def __init__(self, app: Ztunnel) -> None:
+        super().__init__()
+        self.app = app
+        self.parser = SocksParser()
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self.parser.state == 2:
+            self.buf += data
+            return
+        try:
+            reply, rest = self.parser.feed(data)
+        except SocksError as e:
+            if e.reply:
+                self.transport.write(e.reply)
+            log_out.warning(
+                'connection failed src.addr=%s error="socks5: %s"',
+                _fmt(self.transport.get_extra_info("peername")),
+                e,
+            )
+            self.transport.close()
+            return
+        if reply:
+            self.transport.write(reply)
+        if self.parser.state == 2 and self.parser.dst is not None:
+            self.transport.pause_reading()
+            self.buf += rest
+            self.app.spawn(self.app.outbound(self, self.parser.dst))
+
+
+class _PipeEnd(asyncio.Protocol):
+    def __init__(self, relay: _Relay, side: int) -> None:
+        self.relay = relay
+        self.side = side
+
+    def data_received(self, data: bytes) -> None:
+        self.relay.counts[self.side] += len(data)
+        self.relay.ends[1 - self.side].write(data)
+
+    def eof_received(self) -> bool:
+        self.relay.half_close(self.side)
+        return True
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.relay.lost(self.side, exc)
+
+    def pause_writing(self) -> None:
+        self.relay.ends[1 - self.side].pause_reading()
+
+    def resume_writing(self) -> None:
+        self.relay.ends[1 - self.side].resume_reading()
+
+
+class _Relay:
+    """Plain TCP ↔ plain TCP (passthrough, plaintext inbound, local fast path). counts[0] = a→b bytes."""
+
+    def __init__(self, a: _Held, b: _Held, on_done: Callable[[int, int, BaseException | None], None]) -> None:
+        self.ends = [a.transport, b.transport]
+        self.counts = [0, 0]
+        self.eofs = [False, False]
+        self.on_done: Callable[[int, int, BaseException | None], None] | None = on_done
+        for side in (0, 1):
+            self.ends[side].set_protocol(_PipeEnd(self, side))
+        for side, held in ((0, a), (1, b)):
+            if held.buf:
+                self.counts[side] += len(held.buf)
+                self.ends[1 - side].write(bytes(held.buf))
+            if held.eof:
+                self.half_close(side)
+            if held.lost:
+                self.lost(side, None)
+        for t in self.ends:
+            if not t.is_closing():
+                t.resume_reading()
+
+    def half_close(self, side: int) -> None:
+        self.eofs[side] = True
+        other = self.ends[1 - side]
+        if all(self.eofs):
+            for t in self.ends:
+                t.close()
+        elif other.can_write_eof() and not other.is_closing():
+            other.write_eof()
+
+    def lost(self, side: int, exc: BaseException | None) -> None:
+        other = self.ends[1 - side]
+        if exc is not None:
+            other.abort()
+        else:
+            other.close()
+        if self.on_done is not None:
+            cb, self.on_done = self.on_done, None
+            cb(self.counts[0], self.counts[1], exc)
+
+    def close(self) -> None:
+        for t in self.ends:
+            t.abort()
+
+
+@dataclass
+class _Live:
+    """A live inbound connection, re-checked when policies change."""
+
+    workload_uid: str
+    conn: ConnInfo
+    close: Callable[[], None]
+    desc: str
+
+
+class Ztunnel:
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        *,
+        config_path: Path | None = None,
+        impl: Any = None,
+        xds: str | None = None,
+    ) -> None:
+        if impl is None:
+            import _core
+
+            impl = _core
+        self.impl = impl
+        self.settings: ProxySettings = loaded.proxy
+        self.static = loaded.state
+        self.raw_config = loaded.raw
+        self.config_path = config_path
+        self.state = loaded.state
+        self.lbs = LoadBalancers(impl.RoundRobin)
+        self.lbs.update(self.state)
+        self.metrics = Metrics()
+        self.pool = HbonePool(self._dial, self.settings.pool_max_streams)
+        self.xds_target = xds or self.settings.xds
+        self.xds_store: Any = None
+        self.xds_synced = self.xds_target is None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._servers: list[asyncio.Server] = []
+        self._inbound: dict[IPAddr, list[asyncio.Server]] = {}
+        self._listener_addrs: frozenset[tuple[IPAddr, int]] = frozenset()
+        self._live: dict[int, _Live] = {}
+        self._live_seq = 0
+        self._certs: dict[Identity, tls.WorkloadCert] = {}
+        self._client_ctx: dict[Identity, ssl.SSLContext] = {}
+        self._server_ctx: dict[Identity, ssl.SSLContext] = {}
+        self._load_certs(self.settings)
+        self._mtime = self._config_mtime()
+        self.started = 0.0
+
+    # --------------------------------------------------------------------------- certificates
+    def _load_certs(self, s: ProxySettings) -> None:
+        if s.root_cert is None or not s.certificates:
+            raise ConfigError(
+                str(self.config_path or "config"),
+                "proxy.certificates",
+                "rootCert and certificates are required",
+            )
+        certs = {}
+        for i, pair in enumerate(s.certificates):
+            for p, what in ((pair.cert, "cert"), (pair.key, "key")):
+                if not p.exists():
+                    raise ConfigError(
+                        str(self.config_path or "config"),
+                        f"proxy.certificates[{i}].{what}",
+                        f"{p} does not exist",
+                    )
+            ident = tls.cert_identity(pair.cert)
+            certs[ident] = tls.WorkloadCert(ident, pair.cert, pair.key)
+        self._certs = certs
+        self._client_ctx.clear()
+        self._server_ctx.clear()
+
+    def _cert_for(self, ident: Identity | None) -> tls.WorkloadCert:
+        if ident is not None and ident in self._certs:
+            return self._certs[ident]
+        return next(iter(self._certs.values()))
+
+    def client_ctx(self, ident: Identity | None) -> ssl.SSLContext:
+        wc = self._cert_for(ident)
+        ctx = self._client_ctx.get(wc.identity)
+        if ctx is None:
+            assert self.settings.root_cert is not None
+            ctx = self._client_ctx[wc.identity] = tls.client_context(self.settings.root_cert, wc)
+        return ctx
+
+    def server_ctx(self, ident: Identity | None) -> tuple[ssl.SSLContext, Identity]:
+        wc = self._cert_for(ident)
+        ctx = self._server_ctx.get(wc.identity)
+        if ctx is None:
+            assert self.settings.root_cert is not None
+            ctx = self._server_ctx[wc.identity] = tls.server_context(self.settings.root_cert, wc)
+        return ctx, wc.identity
+
+    # --------------------------------------------------------------------------- lifecycle
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        t = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+        return t
+
+    def local_workloads(self, state: ProxyState | None = None) -> list[Workload]:
+        st = state or self.state
+        return [w for w in st.workloads.values() if w.node == self.settings.node and self.settings.node]
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        s = self.settings
+        addrs: set[tuple[IPAddr, int]] = set()
+        if s.outbound:
+            srv = await loop.create_server(self._captured_factory, s.outbound[0], s.outbound[1], reuse_address=True)
+            self._servers.append(srv)
+            addrs.add((ipaddress.ip_address(s.outbound[0]), s.outbound[1]))
+            log.info('listener established address=%s component="outbound" transparent=false', _fmt(s.outbound))
+        if s.socks5:
+            srv = await loop.create_server(lambda: _Socks(self), s.socks5[0], s.socks5[1], reuse_address=True)
+            self._servers.append(srv)
+            addrs.add((ipaddress.ip_address(s.socks5[0]), s.socks5[1]))
+            log.info('listener established address=%s component="socks5"', _fmt(s.socks5))
+        for addr, handler in (
+            (s.admin, self._admin),
+            (s.metrics, self._metrics_http),
+            (s.readiness, self._ready_http),
+        ):
+            if addr:
+                self._servers.append(await serve_http(addr[0], addr[1], handler))
+        self._static_addrs = frozenset(addrs)
+        await self._sync_inbound_listeners()
+        if self.config_path is not None:
+            self.spawn(self._watch_config())
+        if self.xds_target:
+            self.spawn(self._run_xds(self.xds_target))
+        self.started = time.time()
+
+    async def stop(self) -> None:
+        for srv in self._servers:
+            srv.close()
+        for servers in self._inbound.values():
+            for srv in servers:
+                srv.close()
+        self._inbound.clear()
+        for t in list(self._tasks):
+            t.cancel()
+        self.pool.close()
+        for live in list(self._live.values()):
+            live.close()
+
+    async def _sync_inbound_listeners(self) -> None:
+        loop = asyncio.get_running_loop()
+        want = {ip for w in self.local_workloads() for ip in w.ips}
+        for ip in list(self._inbound):
+            if ip not in want:
+                for srv in self._inbound.pop(ip):
+                    srv.close()  # live connections are kept; only the listening sockets go
+        for ip in sorted(want - set(self._inbound), key=str):
+            servers = []
+            try:
+                servers.append(
+                    await loop.create_server(
+                        functools.partial(self._hbone_factory, ip),
+                        str(ip),
+                        self.settings.inbound_port,
+                        reuse_address=True,
+                    )
+                )
+                log.info(
+                    'listener established address=%s component="inbound" transparent=false',
+                    _fmt((ip, self.settings.inbound_port)),
+                )
+                servers.append(
+                    await loop.create_server(
+                        functools.partial(self._plaintext_factory, ip),
+                        str(ip),
+                        self.settings.plaintext_port,
+                        reuse_address=True,
+                    )
+                )
+                log.info(
+                    'listener established address=%s component="inbound plaintext"',
+                    _fmt((ip, self.settings.plaintext_port)),
+                )
+            except OSError as e:
+                log.error("cannot listen on %s: %s", ip, e)
+            self._inbound[ip] = servers
+        addrs = set(self._static_addrs)
+        for ip in self._inbound:
+            addrs.add((ip, self.settings.inbound_port))
+            addrs.add((ip, self.settings.plaintext_port))
+        self._listener_addrs = frozenset(addrs)
+
+    # --------------------------------------------------------------------------- config updates
+    def _config_mtime(self) -> float:
+        try:
+            return os.stat(self.config_path).st_mtime_ns if self.config_path else 0.0
+        except OSError:
+            return 0.0
+
+    async def _watch_config(self) -> None:
+        assert self.config_path is not None
+        while True:
+            await asyncio.sleep(0.2)
+            m = self._config_mtime()
+            if m == self._mtime:
+                continue
+            self._mtime = m
+            await self.reload()
+
+    async def reload(self) -> bool:
+        """Re-read the config file; on error keep the running config and log the file and field."""
+        assert self.config_path is not None
+        try:
+            loaded = load_config(self.config_path)
+            if (
+                loaded.proxy.certificates != self.settings.certificates
+                or loaded.proxy.root_cert != self.settings.root_cert
+            ):
+                self._load_certs(loaded.proxy)
+        except ConfigError as e:
+            log.error("config rejected, keeping the previous one: %s", e)
+            return False
+        self.settings = loaded.proxy
+        self.pool.max_streams = loaded.proxy.pool_max_streams
+        self.static = loaded.state
+        self.raw_config = loaded.raw
+        await self.apply_state(self.xds_store.merge(loaded.state) if self.xds_store else loaded.state)
+        log.info("config reloaded from %s", self.config_path)
+        return True
+
+    async def apply_state(self, state: ProxyState) -> None:
+        old = self.state
+        self.state = state
+        self.lbs.update(state)
+        await self._sync_inbound_listeners()
+        if old.policies != state.policies or old.workloads != state.workloads:
+            self._recheck_live()
+
+    def _recheck_live(self) -> None:
+        for key, live in list(self._live.items()):
+            wl = self.state.workloads.get(live.workload_uid)
+            try:
+                if wl is None:
+                    raise Denied("workload removed")
+                check_rbac(self.state, wl, live.conn)
+            except Denied:
+                log_in.info("connection %s closed because it's no longer allowed after a policy update", live.desc)
+                self._live.pop(key, None)
+                live.close()
+
+    def _track(self, wl: Workload, conn: ConnInfo, close: Callable[[], None], desc: str) -> int:
+        self._live_seq += 1
+        self._live[self._live_seq] = _Live(wl.uid, conn, close, desc)
+        return self._live_seq
+
+    async def _run_xds(self, target: str) -> None:
+        from envoy_data_plane.envoy.config.core.v3 import Node
+
+        from xds.client import DeltaClient, Update, run_delta_ads
+        from ztunnel.xdsfeed import XdsStore
+
+        store = self.xds_store = XdsStore()
+        node = Node(
+            id=f"ztunnel~{self.settings.node}~ztunnel.istio-system~istio-system.svc.cluster.local",
+            cluster="ztunnel",
+        )
+        client = DeltaClient(node)
+
+        async def handle(update: Update) -> str | None:
+            try:
+                store.apply(update)
+            except ConfigError as e:
+                return str(e)
+            await self.apply_state(store.merge(self.static))
+            self.xds_synced = True
+            return None
+
+        await run_delta_ads(target, client, handle)
+
+    # --------------------------------------------------------------------------- outbound
+    def _captured_factory(self) -> asyncio.Protocol:
+        def made(held: _Held) -> None:
+            sock = held.transport.get_extra_info("socket")
+            dst = original_dst(sock) if sock is not None else None
+            if dst is None:
+                ip, port = held.transport.get_extra_info("sockname")[:2]
+                dst = (ipaddress.ip_address(ip), port)
+            self.spawn(self.outbound(held, dst))
+
+        return _Held(made)
+
+    def source_workload(self, ip: IPAddr) -> Workload | None:
+        wl = self.state.find_workload(ip)
+        if wl is not None and wl.node == self.settings.node:
+            return wl
+        if self.settings.workload:
+            ns, _, name = self.settings.workload.partition("/")
+            for w in self.state.workloads.values():
+                if w.namespace == ns and w.name == name:
+                    return w
+        local = self.local_workloads()
+        return local[0] if local else None
+
+    async def outbound(self, held: _Held, dst: tuple[IPAddr, int]) -> None:
+        t = held.transport
+        peer = t.get_extra_info("peername")
+        src = (ipaddress.ip_address(peer[0]), peer[1])
+        source = self.source_workload(src[0])
+        if source is None:
+            log_out.warning(
+                'connection failed src.addr=%s dst.addr=%s direction="outbound" error="unknown source workload"',
+                _fmt(src),
+                _fmt(dst),
+            )
+            t.abort()
+            return
+        state = self.state
+        try:
+            req = build_request(
+                state,
+                self.lbs,
+                source,
+                dst,
+                local_node=self.settings.node,
+                listener_addrs=self._listener_addrs,
+                hbone_port=self.settings.hbone_port,
+            )
+        except ProxyError as e:
+            log_out.warning(
+                'connection failed src.addr=%s dst.addr=%s direction="outbound" error="%s"',
+                _fmt(src),
+                _fmt(dst),
+                e,
+            )
+            self.metrics.conn_failed(
+                traffic_labels(
+                    reporter="source",
+                    src=source,
+                    src_identity=None,
+                    dst=None,
+                    dst_identity=None,
+                    service=None,
+                    flags=e.flag,
+                )
+            )
+            t.abort()
+            return
+        if log_out.isEnabledFor(logging.INFO):
+            log_out.info(req.log_line())
+        hbone = req.protocol is Protocol.HBONE
+        dst_id = req.dst_workload.identity if (hbone and req.dst_workload) else None
+        labels = traffic_labels(
+            reporter="source",
+            src=source,
+            src_identity=source.identity if hbone else None,
+            dst=req.dst_workload,
+            dst_identity=dst_id,
+            service=req.dst_service,
+            mtls=hbone,
+        )
+        self.metrics.conn_opened(labels)
+        started = time.monotonic()
+
+        def finish(received: int, sent: int, error: str | None) -> None:
+            self.metrics.conn_closed(labels, received, sent)
+            self._access("outbound", src, req.gateway, req, source, received, sent, started, error)
+
+        if hbone and req.request_type is not RequestType.DIRECT_LOCAL:
+            await self._outbound_hbone(held, src, source, req, labels, finish)
+        elif hbone:
+            await self._outbound_local(held, src, source, req, labels, finish)
+        else:
+            await self._outbound_tcp(held, req.destination, labels, finish)
+
+    def _hbone_headers(self, src: tuple[IPAddr, int], source: Workload, req: Request) -> list[tuple[str, str]]:
+        fwd = f'for="{_fmt(src)}"'
+        if req.dst_service is not None:
+            fwd += f";host={req.dst_service.hostname}"
+        # unique per connection: never indexed, so they do not churn the HPACK dynamic table
+        hdrs: list[tuple[str, str]] = [
+            _never_indexed("forwarded", fwd),
+            _never_indexed("traceparent", f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-00"),
+        ]
+        b = baggage(source)
+        if b:
+            hdrs.insert(0, ("baggage", b))
+        return hdrs
+
+    async def _dial(self, key: PoolKey) -> HboneConnection:
+        src_id, sans, (ip, port), src_ip = key
+        loop = asyncio.get_running_loop()
+        conn = HboneConnection(
+            self.client_ctx(Identity.parse(src_id)),
+            server_side=False,
+            impl=self.impl,
+            expected_sans=sans,
+            on_closed=lambda c, exc: self.pool.remove(c),
+            keepalive=(self.settings.keepalive_interval, self.settings.keepalive_timeout),
+            peer=_fmt((ip, port)),
+        )
+        try:
+            await asyncio.wait_for(
+                loop.create_connection(lambda: conn.pump, str(ip), port, local_addr=(str(src_ip), 0)),
+                self.settings.connect_timeout,
+            )
+            await asyncio.wait_for(asyncio.shield(conn.ready), self.settings.handshake_timeout)
+        except TimeoutError:
+            conn.close()
+            raise TimeoutError(f"connection timed out, maybe a NetworkPolicy is blocking HBONE port {port}") from None
+        except BaseException:
+            conn.close()
+            raise
+        sock = conn.pump.transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return conn
+
+    async def _outbound_hbone(
+        self,
+        held: _Held,
+        src: tuple[IPAddr, int],
+        source: Workload,
+        req: Request,
+        labels: dict[str, str],
+        finish: Callable[[int, int, str | None], None],
+    ) -> None:
+        # inpod mode dials from inside the pod's netns, so the HBONE connection's source is the pod IP:
+        # on loopback we bind to the source workload's IP to get the same picture.
+        src_ip = (
+            source.ips[0]
+            if source.ips
+            else ipaddress.ip_address(self.settings.outbound[0] if self.settings.outbound else "127.0.0.1")
+        )
+        key: PoolKey = (str(source.identity), req.upstream_sans, req.gateway, src_ip)
+        t = held.transport
+        try:
+            conn = await self.pool.checkout(key)
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as e:
+            self._fail_out(t, labels, "CONNECT", finish, str(e))
+            return
+        try:
+            sid = await conn.open_stream(
+                req.authority, self._hbone_headers(src, source, req), self.settings.connect_timeout
+            )
+        except HttpStatusError as e:
+            self.pool.release(conn)
+            self._fail_out(t, labels, "CONNECT" if e.status != 401 else "DENY", finish, str(e))
+            return
+        except (OSError, TimeoutError, ConnectionError) as e:
+            self.pool.release(conn)
+            self._fail_out(t, labels, "CONNECT", finish, str(e))
+            return
+
+        def done(ctx: StreamCtx, exc: BaseException | None) -> None:
+            self.pool.release(conn)
+            finish(ctx.bytes_out, ctx.bytes_in, None)
+
+        if held.lost:
+            conn.attach_plain(sid, t, b"", done)
+            return
+        conn.attach_plain(sid, t, bytes(held.buf), done)
+        if held.eof:
+            conn.pump.end_stream(sid)
+
+    def _fail_out(
+        self,
+        t: Any,
+        labels: dict[str, str],
+        flag: str,
+        finish: Callable[[int, int, str | None], None],
+        error: str,
+    ) -> None:
+        t.abort()
+        self.metrics.conn_failed({**labels, "response_flags": flag})
+        finish(0, 0, error)
+
+    async def _connect_plain(self, dst: tuple[IPAddr, int]) -> _Held:
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(self.settings.connect_timeout):
+            _t, held = await loop.create_connection(_Held, str(dst[0]), dst[1])
+        return held  # asyncio and uvloop both set TCP_NODELAY on TCP transports
+
+    async def _outbound_tcp(
+        self,
+        held: _Held,
+        dst: tuple[IPAddr, int],
+        labels: dict[str, str],
+        finish: Callable[[int, int, str | None], None],
+    ) -> None:
+        try:
+            up = await self._connect_plain(dst)
+        except (OSError, TimeoutError) as e:
+            self._fail_out(held.transport, labels, "CONNECT", finish, str(e))
+            return
+        _Relay(held, up, lambda a, b, exc: finish(a, b, None))
+
+    async def _outbound_local(
+        self,
+        held: _Held,
+        src: tuple[IPAddr, int],
+        source: Workload,
+        req: Request,
+        labels: dict[str, str],
+        finish: Callable[[int, int, str | None], None],
+    ) -> None:
+        """Same-node fast path: the inbound checks run in-process, then a plain local connection."""
+        try:
+            dec = decide_connect(
+                self.state,
+                method="CONNECT",
+                authority=req.authority,
+                local_ip=req.destination[0],
+                src_ip=src[0],
+                src_identity=source.identity,
+            )
+        except Denied as e:
+            log_in.info("RBAC rejected conn=%s(%s)->%s: %s", src[0], source.identity, req.authority, e)
+            self._fail_out(held.transport, labels, "DENY", finish, f"http status: 401 Unauthorized ({e})")
+            return
+        except ProxyError as e:
+            self._fail_out(held.transport, labels, e.flag, finish, str(e))
+            return
+        try:
+            up = await self._connect_plain(dec.upstream)
+        except (OSError, TimeoutError) as e:
+            self._fail_out(held.transport, labels, "CONNECT", finish, str(e))
+            return
+        info = ConnInfo(src[0], dec.upstream[0], dec.upstream[1], source.identity)
+        relay: _Relay | None = None
+        key = self._track(
+            dec.workload,
+            info,
+            lambda: relay.close() if relay else None,
+            f"{src[0]}({source.identity})->{req.authority}",
+        )
+
+        def done(a: int, b: int, exc: BaseException | None) -> None:
+            self._live.pop(key, None)
+            finish(a, b, None)
+
+        relay = _Relay(held, up, done)
+
+    def _access(
+        self,
+        direction: str,
+        src: tuple[IPAddr, int],
+        dst: tuple[IPAddr, int],
+        req: Request | None,
+        source: Workload | None,
+        received: int,
+        sent: int,
+        started: float,
+        error: str | None,
+        src_identity: Identity | None = None,
+        dst_workload: Workload | None = None,
+        hbone_addr: str | None = None,
+    ) -> None:
+        if not log_access.isEnabledFor(logging.ERROR if error else logging.INFO):
+            return
+        dw = req.dst_workload if req else dst_workload
+        fields = [f"src.addr={_fmt(src)}"]
+        if source is not None:
+            fields += [f'src.workload="{source.name}"', f'src.namespace="{source.namespace}"']
+        sid = src_identity or (source.identity if source and req and req.protocol is Protocol.HBONE else None)
+        if sid is not None:
+            fields.append(f'src.identity="{sid}"')
+        fields.append(f"dst.addr={_fmt(dst)}")
+        if req is not None and req.protocol is Protocol.HBONE:
+            fields.append(f"dst.hbone_addr={req.authority}")
+        elif hbone_addr:
+            fields.append(f"dst.hbone_addr={hbone_addr}")
+        if req is not None and req.dst_service is not None:
+            fields.append(f'dst.service="{req.dst_service.hostname}"')
+        if dw is not None:
+            fields += [f'dst.workload="{dw.name}"', f'dst.namespace="{dw.namespace}"']
+            if (req is None) or req.protocol is Protocol.HBONE:
+                fields.append(f'dst.identity="{dw.identity}"')
+        ms = int((time.monotonic() - started) * 1000)
+        fields += [
+            f'direction="{direction}"',
+            f"bytes_sent={sent}",
+            f"bytes_recv={received}",
+            f'duration="{ms}ms"',
+        ]
+        if error:
+            fields.append(f'error="{error}"')
+            log_access.error("connection complete\t%s", " ".join(fields))
+        else:
+            log_access.info("connection complete\t%s", " ".join(fields))
+
+    # --------------------------------------------------------------------------- inbound HBONE (15008)
+    def _hbone_factory(self, ip: IPAddr) -> Any:
+        wl = self.state.find_workload(ip)
+        ctx, ident = self.server_ctx(wl.identity if wl else None)
+        conn = HboneConnection(
+            ctx,
+            server_side=True,
+            impl=self.impl,
+            trust_domain=ident.trust_domain,
+            on_request=lambda c, sid, hdrs: self.spawn(self._serve_connect(c, ip, sid, hdrs)),
+            keepalive=(self.settings.keepalive_interval, self.settings.keepalive_timeout),
+        )
+
+        def handshake_deadline() -> None:
+            if not conn.pump.handshake_done and not conn.closed:
+                log_in.warning('connection failed peer=%s error="tls handshake timed out"', conn.peer)
+                conn.close()
+
+        loop = asyncio.get_running_loop()
+        loop.call_later(self.settings.handshake_timeout, handshake_deadline)
+        return conn.pump
+
+    async def _serve_connect(
+        self, conn: HboneConnection, local_ip: IPAddr, sid: int, headers: list[tuple[str, str]]
+    ) -> None:
+        hd = dict(headers)
+        method = hd.get(":method", "")
+        authority = hd.get(":authority", "")
+        peer = conn.pump.transport.get_extra_info("peername") if conn.pump.transport else ("0.0.0.0", 0)
+        src = (ipaddress.ip_address(peer[0]), peer[1])
+        started = time.monotonic()
+        state = self.state
+        src_wl = state.find_workload(src[0])
+        try:
+            dec = decide_connect(
+                state,
+                method=method,
+                authority=authority,
+                local_ip=local_ip,
+                src_ip=src[0],
+                src_identity=conn.peer_identity,
+            )
+        except ProxyError as e:
+            if isinstance(e, Denied):
+                log_in.info("RBAC rejected conn=%s(%s)->%s: %s", src[0], conn.peer_identity, authority, e)
+            else:
+                log_in.warning(
+                    'connection failed src.addr=%s dst.addr=%s direction="inbound" error="%s"',
+                    _fmt(src),
+                    _fmt((local_ip, self.settings.inbound_port)),
+                    e,
+                )
+            dst_wl = state.find_workload(local_ip)
+            self.metrics.conn_failed(
+                traffic_labels(
+                    reporter="destination",
+                    src=src_wl,
+                    src_identity=conn.peer_identity,
+                    dst=dst_wl,
+                    dst_identity=dst_wl.identity if dst_wl else None,
+                    service=None,
+                    flags=e.flag,
+                )
+            )
+            conn.respond(sid, e.status, end=True)
+            return
+        if dec.hairpin_waypoint and dec.workload.waypoint is not None:
+            await self._hairpin(conn, sid, dec.workload, authority, src, hd.get("forwarded", ""))
+            return
+        svc = self._inbound_service(hd.get("forwarded", ""), dec.workload, dec.upstream[1])
+        labels = traffic_labels(
+            reporter="destination",
+            src=src_wl,
+            src_identity=conn.peer_identity,
+            dst=dec.workload,
+            dst_identity=dec.workload.identity,
+            service=svc,
+        )
+        try:
+            up = await self._connect_plain(dec.upstream)
+        except (OSError, TimeoutError) as e:
+            log_in.warning(
+                'connection failed src.addr=%s dst.addr=%s direction="inbound" error="%s"',
+                _fmt(src),
+                _fmt(dec.upstream),
+                e,
+            )
+            self.metrics.conn_failed({**labels, "response_flags": "CONNECT"})
+            conn.respond(sid, 503, end=True)
+            return
+        self.metrics.conn_opened(labels)
+        info = ConnInfo(src[0], dec.upstream[0], dec.upstream[1], conn.peer_identity)
+        desc = f"{src[0]}({conn.peer_identity})->{authority}"
+
+        def close_live() -> None:
+            conn._reset(sid)
+            ctx = conn.streams.get(sid)
+            if ctx is not None and ctx.transport is not None:
+                ctx.transport.abort()
+
+        key = self._track(dec.workload, info, close_live, desc)
+
+        def done(ctx: StreamCtx, exc: BaseException | None) -> None:
+            self._live.pop(key, None)
+            self.metrics.conn_closed(labels, ctx.bytes_in, ctx.bytes_out)
+            self._access(
+                "inbound",
+                src,
+                (local_ip, self.settings.inbound_port),
+                None,
+                src_wl,
+                ctx.bytes_in,
+                ctx.bytes_out,
+                started,
+                None,
+                src_identity=conn.peer_identity,
+                dst_workload=dec.workload,
+                hbone_addr=authority,
+            )
+
+        resp = [("baggage", baggage(dec.workload))] if baggage(dec.workload) else []
+        conn.respond(sid, 200, resp)
+        conn.attach_plain(sid, up.transport, bytes(up.buf), done)
+        if up.eof:
+            conn.pump.end_stream(sid)
+
+    async def _hairpin(
+        self, conn: HboneConnection, sid: int, wl: Workload, authority: str, src: tuple[IPAddr, int], fwd: str
+    ) -> None:
+        """The destination has a waypoint and the caller is not it: send the stream to the waypoint, which
+        sends it back to us (then from the waypoint's identity, so it goes straight through)."""
+        assert wl.waypoint is not None
+        state = self.state
+        wsvc, wwl = state.resolve_waypoint(wl.waypoint, wl.namespace)
+        if wsvc is not None:
+            wwl = self.lbs.pick(state, wsvc)
+        if wwl is None or not wwl.ips:
+            log_in.warning(
+                'connection failed src.addr=%s dst.addr=%s direction="inbound" error="no waypoint %s"',
+                _fmt(src),
+                authority,
+                wl.waypoint,
+            )
+            conn.respond(sid, 503, end=True)
+            return
+        sans = tuple(dict.fromkeys([*(wsvc.subject_alt_names if wsvc else ()), str(wwl.identity)]))
+        gateway = (wwl.ips[0], wl.waypoint.hbone_port)
+        log_in.info(
+            "proxying to %s using HBONE via %s type ToServerWaypoint (hairpin from %s)",
+            authority,
+            _fmt(gateway),
+            conn.peer_identity,
+        )
+        key: PoolKey = (str(wl.identity), sans, gateway, wl.ips[0])
+        headers = [_never_indexed("forwarded", fwd or f'for="{_fmt(src)}"')]
+        try:
+            out = await self.pool.checkout(key)
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as e:
+            log_in.warning('connection failed dst.addr=%s direction="inbound" error="waypoint: %s"', _fmt(gateway), e)
+            conn.respond(sid, 503, end=True)
+            return
+        try:
+            out_sid = await out.open_stream(authority, headers, self.settings.connect_timeout)
+        except (HttpStatusError, OSError, TimeoutError, ConnectionError) as e:
+            self.pool.release(out)
+            log_in.warning('connection failed dst.addr=%s direction="inbound" error="waypoint: %s"', _fmt(gateway), e)
+            conn.respond(sid, e.status if isinstance(e, HttpStatusError) else 503, end=True)
+            return
+        # splice the two HBONE streams through a socketpair: each side is a plain socket to its pump
+        loop = asyncio.get_running_loop()
+        a, b = socket.socketpair()
+        ta, _ = await loop.connect_accepted_socket(_Held, sock=a)
+        tb, _ = await loop.connect_accepted_socket(_Held, sock=b)
+        conn.respond(sid, 200)
+        conn.attach_plain(sid, ta, b"", lambda ctx, exc: None)
+        out.attach_plain(out_sid, tb, b"", lambda ctx, exc: self.pool.release(out))
+
+    def _inbound_service(self, forwarded: str, wl: Workload, port: int) -> Service | None:
+        for part in forwarded.split(";"):
+            if part.strip().startswith("host="):
+                host = part.strip()[5:]
+                for s in self.state.services.values():
+                    if s.hostname == host:
+                        return s
+        for skey, pm in wl.services.items():
+            svc = self.state.services.get(skey)
+            if svc is not None and port in set(pm.values()) | set(svc.ports.values()):
+                return svc
+        return None
+
+    # --------------------------------------------------------------------------- inbound plaintext (15006)
+    def _plaintext_factory(self, ip: IPAddr) -> asyncio.Protocol:
+        def made(held: _Held) -> None:
+            sock = held.transport.get_extra_info("socket")
+            dst = original_dst(sock) if sock is not None else None
+            if dst is None:
+                sip, sport = held.transport.get_extra_info("sockname")[:2]
+                dst = (ipaddress.ip_address(sip), sport)
+            self.spawn(self._serve_plaintext(held, dst))
+
+        return _Held(made)
+
+    async def _serve_plaintext(self, held: _Held, dst: tuple[IPAddr, int]) -> None:
+        peer = held.transport.get_extra_info("peername")
+        src = (ipaddress.ip_address(peer[0]), peer[1])
+        state = self.state
+        try:
+            dec = decide_plaintext(state, dst=dst, src_ip=src[0])
+        except ProxyError as e:
+            if isinstance(e, Denied):
+                log_in.info("RBAC rejected conn=%s(none)->%s: %s", src[0], _fmt(dst), e)
+            else:
+                log_in.warning(
+                    'connection failed src.addr=%s dst.addr=%s direction="inbound" error="%s"',
+                    _fmt(src),
+                    _fmt(dst),
+                    e,
+                )
+            held.transport.abort()
+            return
+        labels = traffic_labels(
+            reporter="destination",
+            src=state.find_workload(src[0]),
+            src_identity=None,
+            dst=dec.workload,
+            dst_identity=None,
+            service=None,
+            mtls=False,
+        )
+        try:
+            up = await self._connect_plain(dst)
+        except (OSError, TimeoutError):
+            self.metrics.conn_failed({**labels, "response_flags": "CONNECT"})
+            held.transport.abort()
+            return
+        self.metrics.conn_opened(labels)
+        relay: _Relay | None = None
+        key = self._track(
+            dec.workload,
+            ConnInfo(src[0], dst[0], dst[1], None),
+            lambda: relay.close() if relay else None,
+            f"{src[0]}->{_fmt(dst)}",
+        )
+
+        def done(a: int, b: int, exc: BaseException | None) -> None:
+            self._live.pop(key, None)
+            self.metrics.conn_closed(labels, a, b)
+
+        relay = _Relay(held, up, done)
+
+    # --------------------------------------------------------------------------- admin
+    async def _ready_http(self, method: str, path: str) -> tuple[int, str, bytes]:
+        if path.split("?")[0] != "/healthz/ready":
+            return 404, "text/plain", b"not found\n"
+        if not self.xds_synced:
+            return 500, "text/plain", b"not ready, pending: xds\n"
+        return 200, "text/plain", b"ready\n"
+
+    async def _metrics_http(self, method: str, path: str) -> tuple[int, str, bytes]:
+        if path.split("?")[0] not in ("/metrics", "/stats/prometheus"):
+            return 404, "text/plain", b"not found\n"
+        return 200, "text/plain; version=0.0.4; charset=utf-8", generate_latest(self.metrics.registry)
+
+    async def _admin(self, method: str, path: str) -> tuple[int, str, bytes]:
+        p = path.split("?")[0]
+        if p == "/config_dump":
+            return 200, "application/json", json.dumps(self.config_dump(), indent=2).encode()
+        if p == "/quitquitquit" and method == "POST":
+            asyncio.get_running_loop().call_later(0.05, lambda: os.kill(os.getpid(), 15))
+            return 200, "text/plain", b"OK\n"
+        if p in ("/metrics", "/stats/prometheus"):
+            return await self._metrics_http(method, p)
+        if p == "/healthz/ready":
+            return await self._ready_http(method, p)
+        if p == "/":
+            return 200, "text/html", b"<html><body>/config_dump /metrics /quitquitquit</body></html>\n"
+        return 404, "text/plain", b"not found\n"
+
+    def config_dump(self) -> dict[str, Any]:
+        """ztunnel's `ProxyStateSerialization` shape (camelCase; default-valued fields omitted)."""
+
+        def wl(w: Workload) -> dict[str, Any]:
+            d: dict[str, Any] = {
+                "uid": w.uid,
+                "workloadIps": [str(i) for i in w.ips],
+                "protocol": w.protocol.value,
+                "name": w.name,
+                "namespace": w.namespace,
+                "trustDomain": w.trust_domain,
+                "serviceAccount": w.service_account,
+                "node": w.node,
+                "status": "Healthy" if w.healthy else "Unhealthy",
+                "clusterId": w.cluster_id,
+                "capacity": 1,
+            }
+            if w.network:
+                d["network"] = w.network
+            if w.canonical_name:
+                d["canonicalName"] = w.canonical_name
+            if w.canonical_revision:
+                d["canonicalRevision"] = w.canonical_revision
+            if w.workload_name:
+                d["workloadName"] = w.workload_name
+                d["workloadType"] = w.workload_type
+            if w.waypoint:
+                d["waypoint"] = {"destination": str(w.waypoint), "hboneMtlsPort": w.waypoint.hbone_port}
+            if w.authorization_policies:
+                d["authorizationPolicies"] = list(w.authorization_policies)
+            if w.services:
+                d["services"] = sorted(w.services)
+            return d
+
+        def svc(s: Service) -> dict[str, Any]:
+            eps = {
+                e.workload.uid: {
+                    "workloadUid": e.workload.uid,
+                    "port": {str(k): v for k, v in s.ports.items()},
+                    "status": "Healthy" if e.workload.healthy else "Unhealthy",
+                }
+                for e in self.state.endpoints.get(s.key, [])
+            }
+            d: dict[str, Any] = {
+                "name": s.name,
+                "namespace": s.namespace,
+                "hostname": s.hostname,
+                "vips": [f"/{v}" for v in s.vips],
+                "ports": {str(k): v for k, v in s.ports.items()},
+                "endpoints": eps,
+            }
+            if s.subject_alt_names:
+                d["subjectAltNames"] = list(s.subject_alt_names)
+            if s.waypoint:
+                d["waypoint"] = {"destination": str(s.waypoint), "hboneMtlsPort": s.waypoint.hbone_port}
+            return d
+
+        def cert(wc: tls.WorkloadCert) -> dict[str, Any]:
+            from cryptography import x509
+
+            c = x509.load_pem_x509_certificate(wc.cert.read_bytes())
+            return {
+                "identity": str(wc.identity),
+                "state": "Available",
+                "certChain": [
+                    {
+                        "pem": base64.b64encode(wc.cert.read_bytes()).decode(),
+                        "serialNumber": str(c.serial_number),
+                        "validFrom": c.not_valid_before_utc.isoformat().replace("+00:00", "Z"),
+                        "expirationTime": c.not_valid_after_utc.isoformat().replace("+00:00", "Z"),
+                    }
+                ],
+                "rootCerts": [],
+            }
+
+        s = self.settings
+        return {
+            "workloads": [wl(w) for w in sorted(self.state.workloads.values(), key=lambda w: w.uid)],
+            "services": [svc(x) for x in sorted(self.state.services.values(), key=lambda x: x.key)],
+            "policies": [
+                {
+                    "name": p.name,
+                    "namespace": p.namespace,
+                    "scope": p.scope.value,
+                    "action": p.action.value,
+                    "rules": [[[_match_json(m) for m in cl] for cl in r] for r in p.rules],
+                    "dryRun": p.dry_run,
+                }
+                for p in sorted(self.state.policies.values(), key=lambda p: p.key)
+            ],
+            "stagedServices": {},
+            "staticConfig": {k: v for k, v in self.raw_config.items() if k != "proxy"},
+            "version": {
+                "version": "0.1.0",
+                "gitRevision": "unknown",
+                "rustVersion": "n/a (CPython + Cython)",
+                "buildProfile": "release",
+                "buildStatus": "Clean",
+                "istioVersion": "pyambient",
+                "cryptoProvider": f"openssl ({ssl.OPENSSL_VERSION})",
+            },
+            "config": {
+                "proxyMode": "Shared",
+                "localNode": s.node,
+                "hboneBuffer": 262144,
+                "inboundAddr": f"[::]:{s.inbound_port}",
+                "inboundPlaintextAddr": f"[::]:{s.plaintext_port}",
+                "outboundAddr": _fmt(s.outbound) if s.outbound else None,
+                "socks5Addr": _fmt(s.socks5) if s.socks5 else None,
+                "adminAddr": _fmt(s.admin) if s.admin else None,
+                "statsAddr": _fmt(s.metrics) if s.metrics else None,
+                "readinessAddr": _fmt(s.readiness) if s.readiness else None,
+                "xdsAddress": self.xds_target,
+                "poolMaxStreamsPerConn": s.pool_max_streams,
+                "http2Config": {
+                    "windowSize": 4194304,
+                    "connectionWindowSize": 16777216,
+                    "frameSize": 1048576,
+                },
+                "coreImpl": getattr(self.impl, "__name__", str(self.impl)),
+            },
+            "certificates": [cert(wc) for wc in self._certs.values()],
+        }
+
+
+def _match_json(m: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in m.__dataclass_fields__:
+        v = getattr(m, f)
+        if v:
+            camel = f.split("_")[0] + "".join(x.title() for x in f.split("_")[1:])
+            out[camel] = [
+                ({x.kind.title(): x.value} if hasattr(x, "kind") else str(x) if not isinstance(x, int | tuple) else x)
+                for x in v
+            ]
+    return out
+
+
+def tune_malloc() -> None:
+    """Keep glibc from returning the heap to the kernel after every burst: the data path allocates and frees
+    256 KiB buffers at line rate, and with the default dynamic thresholds each free can shrink the heap
+    (`brk`) only for the next read to grow it again. ztunnel gets the same effect from jemalloc."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return  # not glibc
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    mallopt(m_mmap_threshold, 16 << 20)
+    mallopt(m_trim_threshold, 128 << 20)
+    mallopt(m_top_pad, 16 << 20)
+
+
+async def run(config: Path | None, xds: str | None, *, impl_name: str = "cython") -> None:
+    import signal
+
+    if config is None:
+        raise ConfigError("(command line)", "--config", "a config file with the proxy section is required")
+    loaded = load_config(config)
+    tune_malloc()
+    impl: Any
+    if impl_name == "python":
+        import _core._reference as impl
+    else:
+        import _core as impl
+    zt = Ztunnel(loaded, config_path=config, impl=impl, xds=xds)
+    await zt.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("ztunnel ready node=%s core=%s", zt.settings.node, impl_name)
+    await stop.wait()
+    await zt.stop()

@@ -1,0 +1,402 @@
+"""One HBONE connection (client or server): `h2` for HTTP/2 state, `_core.TunnelPump` for the bytes path.
+
+Split of work (see docs/ztunnel.md):
+- `h2.H2Connection` owns connection and stream *state*: preface, SETTINGS (+ACK), HEADERS/CONTINUATION with
+  HPACK, PING/PONG, RST_STREAM, GOAWAY, stream-state validation and protocol errors. It is fed only
+  control frames and payload-free END_STREAM markers, so it never copies or accounts payload bytes.
+- `TunnelPump` (Cython) owns the *bytes*: TLS over MemoryBIOs, frame splitting, DATA payload → the plain
+  socket, plain socket → DATA frames, both flow-control directions (WINDOW_UPDATE in and out) — without
+  running Python code per chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+import hpack
+
+from ztunnel import tls
+from ztunnel.identity import Identity
+
+log = logging.getLogger("hbone")
+
+STREAM_WINDOW = 4 * 1024 * 1024
+CONN_WINDOW = 16 * 1024 * 1024
+MAX_FRAME = 1024 * 1024
+DEFAULT_WINDOW = 65535
+CANCEL = 0x8
+
+StreamDone = Callable[["StreamCtx", BaseException | None], None]
+
+
+class _Encoder(hpack.Encoder):
+    """HPACK without Huffman coding: HBONE header values are short and mostly unique per connection
+    (traceparent, forwarded), so Huffman costs CPU per CONNECT and saves a few bytes."""
+
+    def encode(self, headers: Any, huffman: bool = False) -> bytes:
+        return super().encode(headers, huffman=False)
+
+
+def _expire(fut: asyncio.Future[Any]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError("no response to CONNECT"))
+
+
+class HttpStatusError(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(f"http status: {status}")
+        self.status = status
+
+
+@dataclass
+class StreamCtx:
+    sid: int
+    transport: Any = None
+    response: asyncio.Future[tuple[int, list[tuple[str, str]]]] | None = None
+    local_ended: bool = False
+    remote_ended: bool = False
+    on_done: StreamDone | None = None
+    bytes_in: int = 0  # from the tunnel to the plain side
+    bytes_out: int = 0  # from the plain side into the tunnel
+    request_headers: list[tuple[str, str]] | None = None
+
+
+class HboneConnection:
+    """Owner of a TunnelPump (the pump calls back `pump_*`) and of the h2 state machine."""
+
+    def __init__(
+        self,
+        ctx: ssl.SSLContext,
+        *,
+        server_side: bool,
+        impl: Any,
+        expected_sans: tuple[str, ...] = (),
+        trust_domain: str = "cluster.local",
+        on_request: Callable[[HboneConnection, int, list[tuple[str, str]]], object] | None = None,
+        on_closed: Callable[[HboneConnection, BaseException | None], None] | None = None,
+        keepalive: tuple[float, float] = (10.0, 20.0),
+        peer: str = "",
+    ) -> None:
+        self.loop = asyncio.get_event_loop()
+        self.server_side = server_side
+        self.expected_sans = expected_sans
+        self.trust_domain = trust_domain
+        self.on_request = on_request
+        self.on_closed = on_closed
+        self.keepalive = keepalive
+        self._peer = peer
+        self.peer_identity: Identity | None = None
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
+        self.sslobj = ctx.wrap_bio(self.incoming, self.outgoing, server_side=server_side, server_hostname=None)
+        self.pump = impl.TunnelPump(
+            self.sslobj, self.incoming, self.outgoing, self, server_side, STREAM_WINDOW, CONN_WINDOW
+        )
+        self._impl = impl
+        # our own outbound headers are well-formed by construction: skip h2's per-header re-validation;
+        # everything inbound is still validated
+        cfg = h2.config.H2Configuration(
+            client_side=not server_side,
+            header_encoding="utf-8",
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+        )
+        self.h2 = h2.connection.H2Connection(cfg)
+        self.h2.encoder = _Encoder()
+        S = h2.settings.SettingCodes
+        values = {
+            S.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+            S.MAX_FRAME_SIZE: MAX_FRAME,
+            S.MAX_HEADER_LIST_SIZE: 65536 if server_side else 16384,
+        }
+        if server_side:
+            values[S.MAX_CONCURRENT_STREAMS] = 200
+        else:
+            values[S.ENABLE_PUSH] = 0
+        self.h2.local_settings = h2.settings.Settings(client=not server_side, initial_values=values)
+        self.ready: asyncio.Future[None] = self.loop.create_future()
+        self.streams: dict[int, StreamCtx] = {}
+        self.reserved = 0  # streams checked out by the pool (including ones being opened)
+        self.goaway = False
+        self.closed = False
+        self._ping_at = 0.0
+        self._pong_at = 0.0
+        self._ka_handle: asyncio.TimerHandle | None = None
+
+    @property
+    def peer(self) -> str:
+        if not self._peer:
+            t = self.pump.transport
+            pn = t.get_extra_info("peername") if t is not None else None
+            if pn:
+                self._peer = f"[{pn[0]}]:{pn[1]}" if ":" in pn[0] else f"{pn[0]}:{pn[1]}"
+        return self._peer
+
+    # --------------------------------------------------------------------------- pump callbacks
+    def pump_handshake_done(self) -> None:
+        try:
+            if self.server_side:
+                self.peer_identity = tls.check_client(self.sslobj, self.trust_domain)
+            else:
+                self.peer_identity = tls.check_server(self.sslobj, self.expected_sans)
+        except ssl.SSLError as e:
+            log.warning('connection failed peer=%s error="tls: %s"', self.peer, e.args[0] if e.args else e)
+            self._fail_ready(e)
+            self.close()
+            return
+        self.h2.initiate_connection()
+        self.h2.increment_flow_control_window(CONN_WINDOW - DEFAULT_WINDOW)
+        self._flush_h2()
+        self._pong_at = time.monotonic()
+        self._ka_handle = self.loop.call_later(self.keepalive[0], self._keepalive)
+        if not self.ready.done():
+            self.ready.set_result(None)
+
+    def pump_control(self, data: bytes) -> None:
+        try:
+            events = self.h2.receive_data(data)
+        except h2.exceptions.ProtocolError as e:
+            log.warning('connection failed peer=%s error="http2 protocol error: %s"', self.peer, e)
+            self._flush_h2()  # h2 queued a GOAWAY with the error code
+            self.close()
+            return
+        for ev in events:
+            self._dispatch(ev)
+        self._flush_h2()
+
+    def pump_stream_drained(self, sid: int) -> None:
+        ctx = self.streams.get(sid)
+        if ctx is None or ctx.local_ended:
+            return
+        ctx.local_ended = True
+        try:
+            self.h2.end_stream(sid)
+        except h2.exceptions.H2Error:
+            pass
+        self._flush_h2()
+        if ctx.remote_ended and ctx.transport is not None:
+            ctx.transport.close()
+
+    def pump_stream_lost(self, sid: int, exc: BaseException | None) -> None:
+        ctx = self.streams.get(sid)
+        if ctx is None:
+            return
+        if exc is not None or not (ctx.local_ended and ctx.remote_ended):
+            self._reset(sid)
+        self._finish(sid, exc)
+
+    def pump_closed(self, exc: BaseException | None) -> None:
+        if self._ka_handle is not None:
+            self._ka_handle.cancel()
+        self.closed = True
+        err = exc or ConnectionResetError("HBONE connection closed")
+        if not self.pump.handshake_done and exc is not None:
+            log.warning('connection failed peer=%s error="tls handshake: %s"', self.peer, exc)
+        self._fail_ready(err)
+        for sid in list(self.streams):
+            ctx = self.streams.get(sid)
+            if ctx is None:
+                continue
+            if ctx.response is not None and not ctx.response.done():
+                ctx.response.set_exception(err)
+            if ctx.transport is not None:
+                ctx.transport.abort()
+            self._finish(sid, err)
+        if self.on_closed is not None:
+            self.on_closed(self, exc)
+
+    # --------------------------------------------------------------------------- h2 events
+    def _dispatch(self, ev: h2.events.Event) -> None:
+        if isinstance(ev, h2.events.RequestReceived):
+            sid = ev.stream_id
+            self.pump.open_stream(sid)
+            hdrs = [(str(k), str(v)) for k, v in ev.headers or []]
+            self.streams[sid] = StreamCtx(sid, request_headers=hdrs)
+            if ev.stream_ended is not None:
+                self.streams[sid].remote_ended = True
+            if self.on_request is not None:
+                self.on_request(self, sid, hdrs)
+        elif isinstance(ev, h2.events.ResponseReceived):
+            ctx = self.streams.get(ev.stream_id)
+            if ctx is not None and ctx.response is not None and not ctx.response.done():
+                hdrs = [(str(k), str(v)) for k, v in ev.headers or []]
+                status = int(dict(hdrs).get(":status", "0"))
+                ctx.response.set_result((status, hdrs))
+        elif isinstance(ev, h2.events.StreamEnded):
+            self._remote_end(ev.stream_id)
+        elif isinstance(ev, h2.events.StreamReset):
+            ctx = self.streams.get(ev.stream_id)
+            if ctx is not None:
+                if ctx.response is not None and not ctx.response.done():
+                    ctx.response.set_exception(ConnectionResetError(f"stream reset: {ev.error_code!r}"))
+                self._finish(ev.stream_id, None)
+                if ctx.transport is not None:
+                    # RST_STREAM NO_ERROR/CANCEL is EOF; anything else is an error
+                    if ev.error_code in (0, CANCEL):
+                        ctx.transport.close()
+                    else:
+                        ctx.transport.abort()
+        elif isinstance(ev, h2.events.DataReceived):
+            # DATA for a stream the pump no longer tracks (its plain side is gone): drop, keep windows open
+            if ev.flow_controlled_length:
+                self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+        elif isinstance(ev, h2.events.RemoteSettingsChanged):
+            rs = self.h2.remote_settings
+            self.pump.set_peer_settings(rs.initial_window_size, rs.max_frame_size)
+        elif isinstance(ev, h2.events.ConnectionTerminated):
+            self.goaway = True
+            if not self.streams:
+                self.close()
+        elif isinstance(ev, h2.events.PingAckReceived):
+            self._pong_at = time.monotonic()
+
+    def _remote_end(self, sid: int) -> None:
+        ctx = self.streams.get(sid)
+        if ctx is None:
+            return
+        ctx.remote_ended = True
+        t = ctx.transport
+        if t is None:
+            return  # applied in attach_plain
+        if ctx.local_ended:
+            t.close()
+        elif t.can_write_eof():
+            t.write_eof()
+        else:
+            t.close()
+
+    # --------------------------------------------------------------------------- streams
+    async def open_stream(self, authority: str, headers: list[tuple[str, str]], timeout: float) -> int:
+        """Client: send CONNECT, wait for the response; returns the stream id on 200."""
+        await self.ready
+        sid = self.h2.get_next_available_stream_id()
+        ctx = StreamCtx(sid, response=self.loop.create_future())
+        self.streams[sid] = ctx
+        try:
+            self.h2.send_headers(sid, [(":method", "CONNECT"), (":authority", authority), *headers])
+        except h2.exceptions.H2Error as e:  # e.g. the peer allows fewer concurrent streams than we pool
+            self.streams.pop(sid, None)
+            raise ConnectionError(f"cannot open a stream: {e}") from e
+        self.pump.open_stream(sid)
+        self._flush_h2()
+        fut = ctx.response
+        assert fut is not None
+        timer = self.loop.call_later(timeout, _expire, fut)
+        try:
+            status, _hdrs = await fut
+        except BaseException:
+            self._reset(sid)
+            self._finish(sid, None)
+            raise
+        finally:
+            timer.cancel()
+        if status != 200:
+            self._finish(sid, None)
+            raise HttpStatusError(status)
+        return sid
+
+    def respond(self, sid: int, status: int, headers: list[tuple[str, str]] = (), end: bool = False) -> None:  # type: ignore[assignment]
+        if self.closed or sid not in self.streams:
+            return
+        try:
+            self.h2.send_headers(sid, [(":status", str(status)), *headers], end_stream=end)
+        except h2.exceptions.H2Error:
+            pass
+        self._flush_h2()
+        if end:
+            self._finish(sid, None)
+
+    def attach_plain(self, sid: int, transport: asyncio.Transport, buffered: bytes, on_done: StreamDone) -> None:
+        """Hand a (paused) plain socket to the pump for this stream, then let bytes flow."""
+        ctx = self.streams.get(sid)
+        if ctx is None or self.closed:
+            transport.abort()
+            on_done(StreamCtx(sid), ConnectionResetError("stream gone"))
+            return
+        ctx.transport = transport
+        ctx.on_done = on_done
+        plain = self._impl.PlainSide(self.pump, sid)
+        transport.set_protocol(plain)
+        plain.connection_made(transport)
+        if buffered:
+            self.pump.send_data(sid, buffered)
+        if ctx.remote_ended:
+            ctx.remote_ended = False
+            self._remote_end(sid)
+        if not transport.is_closing():
+            transport.resume_reading()
+
+    def _reset(self, sid: int) -> None:
+        try:
+            self.h2.reset_stream(sid, CANCEL)
+        except h2.exceptions.H2Error:
+            pass
+        self._flush_h2()
+
+    def _finish(self, sid: int, exc: BaseException | None) -> None:
+        ctx = self.streams.pop(sid, None)
+        if ctx is None:
+            return
+        ctx.bytes_in, ctx.bytes_out = self.pump.close_stream(sid)
+        if ctx.on_done is not None:
+            ctx.on_done(ctx, exc)
+        if self.goaway and not self.streams:
+            self.close()
+
+    # --------------------------------------------------------------------------- connection
+    def _flush_h2(self) -> None:
+        data = self.h2.data_to_send()
+        if data:
+            self.pump.send_raw(data)
+
+    def _fail_ready(self, exc: BaseException) -> None:
+        if not self.ready.done():
+            self.ready.set_exception(exc)
+            self.ready.exception()  # mark retrieved
+
+    def _keepalive(self) -> None:
+        if self.closed:
+            return
+        now = time.monotonic()
+        if self._ping_at > self._pong_at and now - self._ping_at > self.keepalive[1]:
+            log.warning('connection failed peer=%s error="keepalive timeout"', self.peer)
+            self.close()
+            return
+        if self._ping_at <= self._pong_at:
+            self._ping_at = now
+            try:
+                self.h2.ping(b"ztunnel\x00")
+            except h2.exceptions.H2Error:
+                pass
+            self._flush_h2()
+        self._ka_handle = self.loop.call_later(self.keepalive[0], self._keepalive)
+
+    @property
+    def peer_max_streams(self) -> int:
+        return int(self.h2.remote_settings.max_concurrent_streams)
+
+    @property
+    def usable(self) -> bool:
+        return not self.closed and not self.goaway and self.ready.done() and self.ready.exception() is None
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            if self.pump.handshake_done and not self.goaway:
+                self.h2.close_connection()
+                self._flush_h2()
+        except h2.exceptions.H2Error:
+            pass
+        self.pump.close()
