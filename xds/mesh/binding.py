@@ -29,18 +29,7 @@ from xds.mesh.model import (
 
 def uses_labels(mesh: Mesh, namespace: str) -> bool:
     """True when the namespace is in label mode: some object in it carries `istio.io/use-waypoint`."""
-    return namespace in _label_mode_namespaces(mesh)
-
-
-def _label_mode_namespaces(mesh: Mesh) -> frozenset[str]:
-    cached = mesh.__dict__.get("_label_mode_namespaces")
-    if cached is None:
-        found = {ns.name for ns in mesh.namespaces.values() if USE_WAYPOINT in ns.labels}
-        found |= {s.namespace for s in mesh.services if USE_WAYPOINT in s.labels}
-        found |= {w.namespace for w in mesh.workloads if USE_WAYPOINT in w.labels}
-        cached = frozenset(found)
-        mesh.__dict__["_label_mode_namespaces"] = cached  # memo on the immutable snapshot
-    return cached
+    return namespace in mesh.label_mode_namespaces
 
 
 def _is_waypoint_service(service: Service, mesh: Mesh) -> bool:

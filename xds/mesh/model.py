@@ -322,6 +322,14 @@ class Mesh:
         return {k: tuple(v) for k, v in index.items()}
 
     @cached_property
+    def label_mode_namespaces(self) -> frozenset[str]:
+        """Namespaces where some Namespace, Service or Pod carries `istio.io/use-waypoint` (binding rule)."""
+        found = {ns.name for ns in self.namespaces.values() if USE_WAYPOINT in ns.labels}
+        found |= {s.namespace for s in self.services if USE_WAYPOINT in s.labels}
+        found |= {w.namespace for w in self.workloads if USE_WAYPOINT in w.labels}
+        return frozenset(found)
+
+    @cached_property
     def workloads_by_namespace(self) -> Mapping[str, tuple[Workload, ...]]:
         index: dict[str, list[Workload]] = {}
         for w in self.workloads:
