@@ -8,6 +8,7 @@ certificates) and are cached per mesh generation.
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime
 import logging
 import threading
@@ -31,8 +32,7 @@ from xds.ztunnel_state import ZTUNNEL_NODE_PREFIX, ztunnel_snapshot
 log = logging.getLogger("pyambient.controlplane")
 
 NodeBuilder = Callable[[Mesh, Node, "ControlPlane"], Snapshot | None]
-# Nodes whose config is identical share one snapshot: every ztunnel, and replicas of one waypoint.
-NodeKey = Callable[[Node], Hashable | None]
+NACK_HISTORY = 1000  # recent NACKs kept for inspection; the counter metric keeps the total
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class ControlPlane:
         self._server: AdsServer | None = None
         self._renewal: asyncio.Future[None] | None = None
         self.builders: list[NodeBuilder] = [waypoint_snapshot, ztunnel_snapshot]
-        self.nacks: list[NackRecord] = []
+        self.nacks: collections.deque[NackRecord] = collections.deque(maxlen=NACK_HISTORY)
         self.acks: dict[tuple[str, str], str] = {}  # (node id, type) -> acked version
         self.registry = registry or CollectorRegistry()
         self.nack_counter = Counter(

@@ -116,6 +116,6 @@ def test_kubectl_applied_httproute_reaches_envoy_weights(
         kube_cluster.apply(ROUTE.format(ns=namespace, v1=50, v2=50))
         wait_until(lambda: _weights(envoy, chain) == [50, 50], what="50/50 in envoy")
         assert envoy.alive()
-        assert control_plane.control_plane.nacks == []
+        assert len(control_plane.control_plane.nacks) == 0
     finally:
         envoy.stop()

@@ -54,6 +54,6 @@ def test_service_traffic_goes_ztunnel_waypoint_ztunnel_with_route_weights(tmp_pa
         )
         envoy = demo.envoys["waypoint"]
         assert envoy.stat("cluster.connect_originate.upstream_cx_total") > 0
-        assert demo.control is not None and demo.control.control_plane.nacks == []
+        assert demo.control is not None and len(demo.control.control_plane.nacks) == 0
     finally:
         demo.stop()
