@@ -17,7 +17,6 @@ import os
 import secrets
 import socket
 import ssl
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,6 +48,9 @@ log = logging.getLogger("ztunnel")
 
 SO_ORIGINAL_DST = 80
 
+# Peer and destination addresses repeat across connections: parse each text/packed address once.
+_ip = functools.lru_cache(maxsize=4096)(ipaddress.ip_address)
+
 
 def original_dst(sock: socket.socket) -> tuple[IPAddr, int] | None:
     """The pre-REDIRECT destination of a captured IPv4 socket (netfilter's SO_ORIGINAL_DST)."""
@@ -56,12 +58,11 @@ def original_dst(sock: socket.socket) -> tuple[IPAddr, int] | None:
         raw = sock.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
     except OSError:
         return None
-    port = struct.unpack_from("!H", raw, 2)[0]
-    return ipaddress.ip_address(raw[4:8]), port
+    return _ip(raw[4:8]), (raw[2] << 8) | raw[3]
 
 
 def _fmt(addr: tuple[Any, int]) -> str:
-    ip = ipaddress.ip_address(addr[0]) if isinstance(addr[0], str) else addr[0]
+    ip = _ip(addr[0]) if isinstance(addr[0], str) else addr[0]
     return f"[{ip}]:{addr[1]}" if ip.version == 6 else f"{ip}:{addr[1]}"
 
 
@@ -70,9 +71,24 @@ def _never_indexed(name: str, value: str) -> tuple[str, str]:
     return NeverIndexedHeaderTuple(name, value)  # type: ignore[return-value]
 
 
+_BAGGAGE: dict[int, tuple[Workload, str]] = {}
+
+
 def baggage(w: Workload | None) -> str:
+    """The baggage header for a workload; computed once per (immutable) workload object."""
     if w is None:
         return ""
+    hit = _BAGGAGE.get(id(w))
+    if hit is not None and hit[0] is w:
+        return hit[1]
+    if len(_BAGGAGE) >= 4096:
+        _BAGGAGE.clear()
+    b = _baggage(w)
+    _BAGGAGE[id(w)] = (w, b)
+    return b
+
+
+def _baggage(w: Workload) -> str:
     parts = [
         ("k8s.cluster.name", w.cluster_id),
         ("k8s.namespace.name", w.namespace),
@@ -84,7 +100,11 @@ def baggage(w: Workload | None) -> str:
 
 
 class _Held(asyncio.Protocol):
-    """Holds a socket paused while the proxy decides; keeps any bytes that already arrived."""
+    """Holds a socket while the proxy decides; keeps any bytes that already arrived.
+
+    An accepted socket (`on_made` given) reads once, then pauses: the client's first bytes, usually sent right
+    after connect, are then ready to go out with the stream open instead of waiting for another read once the
+    upstream is set up. A socket we dialled is paused at once (the upstream speaks when we do)."""
 
     def __init__(self, on_made: Callable[[_Held], None] | None = None) -> None:
         self.buf = bytearray()
@@ -95,12 +115,14 @@ class _Held(asyncio.Protocol):
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
-        transport.pause_reading()
         if self._on_made is not None:
             self._on_made(self)
+        else:
+            transport.pause_reading()
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
+        self.transport.pause_reading()
 
     def eof_received(self) -> bool:
         self.eof = True
@@ -495,7 +517,7 @@ class Ztunnel:
             dst = original_dst(sock) if sock is not None else None
             if dst is None:
                 ip, port = held.transport.get_extra_info("sockname")[:2]
-                dst = (ipaddress.ip_address(ip), port)
+                dst = (_ip(ip), port)
             self.spawn(self.outbound(held, dst))
 
         return _Held(made)
@@ -515,7 +537,7 @@ class Ztunnel:
     async def outbound(self, held: _Held, dst: tuple[IPAddr, int]) -> None:
         t = held.transport
         peer = t.get_extra_info("peername")
-        src = (ipaddress.ip_address(peer[0]), peer[1])
+        src = (_ip(peer[0]), peer[1])
         source = self.source_workload(src[0])
         if source is None:
             log_out.warning(
@@ -587,10 +609,11 @@ class Ztunnel:
         fwd = f'for="{_fmt(src)}"'
         if req.dst_service is not None:
             fwd += f";host={req.dst_service.hostname}"
+        rnd = secrets.token_hex(24)  # trace id (16 bytes) + span id (8 bytes) from one getrandom call
         # unique per connection: never indexed, so they do not churn the HPACK dynamic table
         hdrs: list[tuple[str, str]] = [
             _never_indexed("forwarded", fwd),
-            _never_indexed("traceparent", f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-00"),
+            _never_indexed("traceparent", f"00-{rnd[:32]}-{rnd[32:]}-00"),
         ]
         b = baggage(source)
         if b:
@@ -686,9 +709,26 @@ class Ztunnel:
         finish(0, 0, error)
 
     async def _connect_plain(self, dst: tuple[IPAddr, int]) -> _Held:
+        """Connect with the connect timeout (TimeoutError), as `asyncio.timeout` would, with less per-call work."""
         loop = asyncio.get_running_loop()
-        async with asyncio.timeout(self.settings.connect_timeout):
+        task = asyncio.current_task()
+        assert task is not None
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            task.cancel()
+
+        timer = loop.call_later(self.settings.connect_timeout, expire)
+        try:
             _t, held = await loop.create_connection(_Held, str(dst[0]), dst[1])
+        except asyncio.CancelledError:
+            if expired and task.uncancel() == 0:
+                raise TimeoutError from None
+            raise
+        finally:
+            timer.cancel()
         return held  # asyncio and uvloop both set TCP_NODELAY on TCP transports
 
     async def _outbound_tcp(
@@ -827,8 +867,12 @@ class Ztunnel:
         hd = dict(headers)
         method = hd.get(":method", "")
         authority = hd.get(":authority", "")
-        peer = conn.pump.transport.get_extra_info("peername") if conn.pump.transport else ("0.0.0.0", 0)
-        src = (ipaddress.ip_address(peer[0]), peer[1])
+        src = conn.peer_addr
+        if src is None:  # the same for every stream of this connection
+            peer = conn.pump.transport.get_extra_info("peername") if conn.pump.transport else ("0.0.0.0", 0)
+            src = (_ip(peer[0]), peer[1])
+            if conn.pump.transport is not None:
+                conn.peer_addr = src
         started = time.monotonic()
         state = self.state
         src_wl = state.find_workload(src[0])
@@ -919,7 +963,8 @@ class Ztunnel:
                 hbone_addr=authority,
             )
 
-        resp = [("baggage", baggage(dec.workload))] if baggage(dec.workload) else []
+        bag = baggage(dec.workload)
+        resp = [("baggage", bag)] if bag else []
         conn.respond(sid, 200, resp)
         conn.attach_plain(sid, up.transport, bytes(up.buf), done)
         if up.eof:
@@ -996,14 +1041,14 @@ class Ztunnel:
             dst = original_dst(sock) if sock is not None else None
             if dst is None:
                 sip, sport = held.transport.get_extra_info("sockname")[:2]
-                dst = (ipaddress.ip_address(sip), sport)
+                dst = (_ip(sip), sport)
             self.spawn(self._serve_plaintext(held, dst))
 
         return _Held(made)
 
     async def _serve_plaintext(self, held: _Held, dst: tuple[IPAddr, int]) -> None:
         peer = held.transport.get_extra_info("peername")
-        src = (ipaddress.ip_address(peer[0]), peer[1])
+        src = (_ip(peer[0]), peer[1])
         state = self.state
         try:
             dec = decide_plaintext(state, dst=dst, src_ip=src[0])

@@ -125,6 +125,8 @@ class HboneConnection:
         else:
             values[S.ENABLE_PUSH] = 0
         self.h2.local_settings = h2.settings.Settings(client=not server_side, initial_values=values)
+        self._peer_max_streams = int(self.h2.remote_settings.max_concurrent_streams)
+        self.peer_addr: tuple[Any, int] | None = None  # the peer's (ip, port), cached by the app per connection
         self.ready: asyncio.Future[None] = self.loop.create_future()
         self.streams: dict[int, StreamCtx] = {}
         self.reserved = 0  # streams checked out by the pool (including ones being opened)
@@ -254,6 +256,7 @@ class HboneConnection:
         elif isinstance(ev, h2.events.RemoteSettingsChanged):
             rs = self.h2.remote_settings
             self.pump.set_peer_settings(rs.initial_window_size, rs.max_frame_size)
+            self._peer_max_streams = int(rs.max_concurrent_streams)
         elif isinstance(ev, h2.events.ConnectionTerminated):
             self.goaway = True
             if not self.streams:
@@ -384,7 +387,8 @@ class HboneConnection:
 
     @property
     def peer_max_streams(self) -> int:
-        return int(self.h2.remote_settings.max_concurrent_streams)
+        # cached: remote settings only change with the peer's SETTINGS (RemoteSettingsChanged)
+        return self._peer_max_streams
 
     @property
     def usable(self) -> bool:

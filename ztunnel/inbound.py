@@ -3,6 +3,7 @@ authorize it; authorize plaintext. Pure: the shell in `proxy.py` does the I/O.""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 
@@ -11,6 +12,9 @@ from ztunnel.identity import Identity
 from ztunnel.outbound import ILLEGAL_PORTS
 from ztunnel.rbac import ConnInfo, authorize
 from ztunnel.state import IPAddr, ProxyState, Workload
+
+# authorities repeat (one per destination ip:port): parse each address text once
+_ip = functools.lru_cache(maxsize=4096)(ipaddress.ip_address)
 
 
 @dataclass(frozen=True)
@@ -30,7 +34,7 @@ def parse_authority(authority: str) -> tuple[IPAddr, int]:
         port = int(port_s)
         if not 0 < port < 65536:
             raise ValueError(port)
-        return ipaddress.ip_address(host), port
+        return _ip(host), port
     except ValueError as e:
         raise BadRequest(f"invalid authority {authority!r}") from e
 

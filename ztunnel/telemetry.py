@@ -70,7 +70,44 @@ def _u(v: str | None) -> str:
     return v if v else "unknown"
 
 
+_LABEL_CACHE: dict[tuple[Any, ...], tuple[Any, Any, Any, dict[str, str]]] = {}
+
+
 def traffic_labels(
+    *,
+    reporter: str,
+    src: Workload | None,
+    src_identity: Identity | None,
+    dst: Workload | None,
+    dst_identity: Identity | None,
+    service: Service | None,
+    flags: str = "-",
+    mtls: bool = True,
+) -> dict[str, str]:
+    """The 23 labels, built once per (reporter, workloads, identities, service, flags, mtls) and shared:
+    workloads and services are immutable snapshots, keyed by identity and kept alive by the cache entry so
+    an id is never reused while cached. Callers must not mutate the returned dict."""
+    key = (reporter, id(src), src_identity, id(dst), dst_identity, id(service), flags, mtls)
+    hit = _LABEL_CACHE.get(key)
+    if hit is not None:
+        return hit[3]
+    labels = _build_labels(
+        reporter=reporter,
+        src=src,
+        src_identity=src_identity,
+        dst=dst,
+        dst_identity=dst_identity,
+        service=service,
+        flags=flags,
+        mtls=mtls,
+    )
+    if len(_LABEL_CACHE) >= 4096:
+        _LABEL_CACHE.clear()
+    _LABEL_CACHE[key] = (src, dst, service, labels)
+    return labels
+
+
+def _build_labels(
     *,
     reporter: str,
     src: Workload | None,
@@ -131,34 +168,36 @@ class Metrics:
         self._cache: dict[tuple[str, ...], tuple[Any, Any, Any, Any, Any]] = {}
 
     def _children(self, labels: dict[str, str]) -> tuple[Any, Any, Any, Any, Any]:
-        """The counters' label children, resolved once per label set (as ztunnel pre-resolves its counters)."""
+        """The counters' label children, resolved once per label set (as ztunnel pre-resolves its counters).
+        Held as the children's value `inc` methods: a labelled child is always observable and our amounts are
+        never negative, so `Counter.inc`'s per-call checks are skipped (prometheus-client is pinned)."""
         key = tuple(labels.values())
         ch = self._cache.get(key)
         if ch is None:
             if len(self._cache) > 4096:
                 self._cache.clear()
             ch = self._cache[key] = (
-                self.opened.labels(**labels),
-                self.closed.labels(**labels),
-                self.received.labels(**labels),
-                self.sent.labels(**labels),
-                self.sockets.labels(labels["reporter"]),
+                self.opened.labels(**labels)._value.inc,
+                self.closed.labels(**labels)._value.inc,
+                self.received.labels(**labels)._value.inc,
+                self.sent.labels(**labels)._value.inc,
+                self.sockets.labels(labels["reporter"])._value.inc,
             )
         return ch
 
     def conn_opened(self, labels: dict[str, str]) -> None:
         ch = self._children(labels)
-        ch[0].inc()
-        ch[4].inc()
+        ch[0](1)
+        ch[4](1)
 
     def conn_closed(self, labels: dict[str, str], received: int, sent: int) -> None:
         ch = self._children(labels)
-        ch[1].inc()
-        ch[4].dec()
+        ch[1](1)
+        ch[4](-1)
         if received:
-            ch[2].inc(received)
+            ch[2](received)
         if sent:
-            ch[3].inc(sent)
+            ch[3](sent)
 
     def conn_failed(self, labels: dict[str, str]) -> None:
         self.failed.labels(**labels).inc()
