@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import json
 import re
 import subprocess
 import sys
@@ -115,17 +114,6 @@ def l4_authorization(demo: DemoMesh) -> Result:
     return result
 
 
-def _envoy_weights(demo: DemoMesh, waypoint: str, chain_host: str) -> list[int]:
-    envoy = demo.envoys[waypoint]
-    text = json.dumps(envoy.config_dump())
-    match = re.search(
-        r'"name": "inbound-vip\|8000\|http\|' + re.escape(chain_host) + r'".*?"weighted_clusters": (\{.*?\]\})', text
-    )
-    if not match:
-        return []
-    return [int(w) for w in re.findall(r'"weight": (\d+)', match.group(1))]
-
-
 def _split(mesh: Mesh, requests: int) -> collections.Counter[str]:
     counts: collections.Counter[str] = collections.Counter()
     for _ in range(requests):
@@ -148,10 +136,11 @@ def waypoint_split(demo: DemoMesh, requests: int = 200) -> Result:
         route_file.write_text(original.replace("weight: 90", "weight: 50").replace("weight: 10", "weight: 50"))
         result.note(f"edited {route_file} to 50/50")
         deadline = time.monotonic() + 15
-        host = "httpbin.default.svc.cluster.local"
-        while time.monotonic() < deadline and _envoy_weights(demo, "waypoint", host) != [50, 50]:
+        chain = "inbound-vip|8000|http|httpbin.default.svc.cluster.local"
+        envoy = demo.envoys["waypoint"]
+        while time.monotonic() < deadline and envoy.route_weights(chain) != [50, 50]:
             time.sleep(0.2)
-        weights = _envoy_weights(demo, "waypoint", host)
+        weights = envoy.route_weights(chain)
         result.check(weights == [50, 50], f"Envoy waypoint route weights now {weights} (same Envoy process)")
         counts = _split(mesh, requests)
         v1 = counts.get("httpbin-v1", 0) / requests

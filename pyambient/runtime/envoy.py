@@ -136,6 +136,27 @@ class EnvoyProcess:
                     names.add(entry["cluster"]["name"])
         return names
 
+    def active_listener(self, name: str) -> dict[str, Any]:
+        """The active (not warming, not draining) dynamic listener `name`, as the config dump shows it."""
+        for config in self.config_dump()["configs"]:
+            if config["@type"].endswith("ListenersConfigDump"):
+                for entry in config.get("dynamic_listeners", []):
+                    if entry["name"] == name and "active_state" in entry:
+                        return dict(entry["active_state"]["listener"])
+        return {}
+
+    def route_weights(self, chain: str, listener: str = "main_internal") -> list[int]:
+        """Weights of the first route of an HTTP filter chain (empty when it is not weighted)."""
+        for fc in self.active_listener(listener).get("filter_chains", []):
+            if fc.get("name") != chain:
+                continue
+            for f in fc["filters"]:
+                config = f.get("typed_config", {})
+                if "route_config" in config:
+                    route = config["route_config"]["virtual_hosts"][0]["routes"][0].get("route", {})
+                    return [int(c["weight"]) for c in route.get("weighted_clusters", {}).get("clusters", [])]
+        return []
+
     def stat(self, name: str) -> int:
         text = self.admin(f"/stats?filter=^{name}$") or ""
         for line in text.splitlines():

@@ -137,22 +137,7 @@ def _split(mesh: Mesh, n: int) -> collections.Counter[str]:
     return counts
 
 
-def _route_weights(envoy: EnvoyProcess) -> list[int]:
-    dump = envoy.config_dump()
-    for config in dump["configs"]:
-        if config["@type"].endswith("ListenersConfigDump"):
-            for entry in config.get("dynamic_listeners", []):
-                if entry["name"] == "main_internal":
-                    text = json.dumps(entry["active_state"])
-                    weights = []
-                    for chain in entry["active_state"]["listener"]["filter_chains"]:
-                        if chain["name"] == "inbound-vip|80|http|web.shop.svc.cluster.local":
-                            hcm = chain["filters"][0]["typed_config"]
-                            route = hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"]
-                            weights = [c["weight"] for c in route["weighted_clusters"]["clusters"]]
-                    assert text
-                    return weights
-    return []
+WEB_CHAIN = "inbound-vip|80|http|web.shop.svc.cluster.local"
 
 
 def test_httproute_split_applies_and_changes_live(mesh: Mesh) -> None:
@@ -162,12 +147,12 @@ def test_httproute_split_applies_and_changes_live(mesh: Mesh) -> None:
     envoy = envoy_of(mesh, SHOP_WAYPOINT)
     pid = envoy.process.pid if envoy.process else None
     mesh.control.apply(shop_mesh(50, 50))
-    wait_until(lambda: _route_weights(envoy) == [50, 50], what="50/50 weights in envoy")
+    wait_until(lambda: envoy.route_weights(WEB_CHAIN) == [50, 50], what="50/50 weights in envoy")
     counts = _split(mesh, 400)
     assert 0.45 <= counts["web-v1"] / 400 <= 0.55, counts
     assert envoy.process is not None and envoy.process.pid == pid and envoy.alive()
     mesh.control.apply(shop_mesh())
-    wait_until(lambda: _route_weights(envoy) == [90, 10], what="weights restored")
+    wait_until(lambda: envoy.route_weights(WEB_CHAIN) == [90, 10], what="weights restored")
 
 
 def test_connect_terminate_refuses_bad_peers_and_keeps_serving(mesh: Mesh) -> None:
@@ -261,7 +246,8 @@ def test_waypoint_enforces_l7_authorization_policy_attached_to_a_service(mesh: M
     mesh.control.apply(shop_mesh() + policies)
     try:
         wait_until(
-            lambda: "envoy.filters.http.rbac.deny" in json.dumps(_active_main_internal(envoy)), what="RBAC in envoy"
+            lambda: "envoy.filters.http.rbac.deny" in json.dumps(envoy.active_listener("main_internal")),
+            what="RBAC in envoy",
         )
         assert _status(mesh, spiffe_id("shop", "sleep")) == 200
         assert _status(mesh, spiffe_id("shop", "notsleep")) == 403
@@ -273,14 +259,6 @@ def test_waypoint_enforces_l7_authorization_policy_attached_to_a_service(mesh: M
     finally:
         mesh.control.apply(shop_mesh())
         wait_until(
-            lambda: "envoy.filters.http.rbac" not in json.dumps(_active_main_internal(envoy)), what="RBAC removed"
+            lambda: "envoy.filters.http.rbac" not in json.dumps(envoy.active_listener("main_internal")),
+            what="RBAC removed",
         )
-
-
-def _active_main_internal(envoy: EnvoyProcess) -> dict[str, object]:
-    for config in envoy.config_dump()["configs"]:
-        if config["@type"].endswith("ListenersConfigDump"):
-            for entry in config.get("dynamic_listeners", []):
-                if entry["name"] == "main_internal":
-                    return dict(entry.get("active_state", {}))
-    return {}

@@ -77,21 +77,6 @@ def fed_controller(kube_api: KubeApi, control_plane: ControlPlaneThread) -> Iter
         running.stop()
 
 
-def _weights(envoy: EnvoyProcess, chain: str) -> list[int]:
-    for config in envoy.config_dump()["configs"]:
-        if not config["@type"].endswith("ListenersConfigDump"):
-            continue
-        for entry in config.get("dynamic_listeners", []):
-            if entry["name"] != "main_internal" or "active_state" not in entry:
-                continue
-            for fc in entry["active_state"]["listener"]["filter_chains"]:
-                if fc["name"] == chain:
-                    route = fc["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"][0]
-                    clusters = route.get("route", {}).get("weighted_clusters", {}).get("clusters", [])
-                    return [c["weight"] for c in clusters]
-    return []
-
-
 def test_kubectl_applied_httproute_reaches_envoy_weights(
     kube_cluster: KubeCluster,
     namespace: str,
@@ -112,9 +97,9 @@ def test_kubectl_applied_httproute_reaches_envoy_weights(
         chain = f"inbound-vip|80|http|web.{namespace}.svc.cluster.local"
         wait_until(lambda: chain in json.dumps(envoy.config_dump()), what="envoy has the web chain")
         kube_cluster.apply(ROUTE.format(ns=namespace, v1=90, v2=10))
-        wait_until(lambda: _weights(envoy, chain) == [90, 10], what="90/10 in envoy")
+        wait_until(lambda: envoy.route_weights(chain) == [90, 10], what="90/10 in envoy")
         kube_cluster.apply(ROUTE.format(ns=namespace, v1=50, v2=50))
-        wait_until(lambda: _weights(envoy, chain) == [50, 50], what="50/50 in envoy")
+        wait_until(lambda: envoy.route_weights(chain) == [50, 50], what="50/50 in envoy")
         assert envoy.alive()
         assert len(control_plane.control_plane.nacks) == 0
     finally:
