@@ -109,6 +109,27 @@ class CertificateAuthority:
         )
         return key, cert
 
+    @classmethod
+    def load_or_create(cls, directory: Path, trust_domain: str = DEFAULT_TRUST_DOMAIN) -> CertificateAuthority:
+        """A CA whose root survives restarts: `root.crt`/`root.key` in directory, created on first use.
+
+        Without this every control-plane restart would mint a new root, and every identity issued
+        before it would stop verifying.
+        """
+        ca = cls(trust_domain)
+        cert_path, key_path = directory / "root.crt", directory / "root.key"
+        if cert_path.exists() and key_path.exists():
+            key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+            if not isinstance(key, ec.EllipticCurvePrivateKey):
+                raise ValueError(f"{key_path}: not an EC private key")
+            ca._root_key, ca._root_cert = key, x509.load_pem_x509_certificate(cert_path.read_bytes())
+        else:
+            directory.mkdir(parents=True, exist_ok=True)
+            key_path.touch(mode=0o600)
+            key_path.write_bytes(_key_pem(ca._root_key))
+            cert_path.write_bytes(ca.root_pem)
+        return ca
+
     @property
     def root_pem(self) -> bytes:
         with self._lock:

@@ -25,6 +25,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--metrics-address", default="", help="host:port for Prometheus /metrics (xDS pushes, NACKs); off if empty"
     )
+    parser.add_argument(
+        "--ca-dir", type=Path, help="keep the CA root here (root.crt/root.key) so restarts keep identities valid"
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.set_defaults(func=run)
 
@@ -40,16 +43,18 @@ def run(args: argparse.Namespace) -> int:
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    return asyncio.run(_serve(args.mesh, args.xds_address, mesh, args.metrics_address))
+    return asyncio.run(_serve(args.mesh, args.xds_address, mesh, args.metrics_address, args.ca_dir))
 
 
-async def _serve(directory: Path, address: str, mesh: Mesh, metrics_address: str) -> int:
+async def _serve(directory: Path, address: str, mesh: Mesh, metrics_address: str, ca_dir: Path | None) -> int:
     from prometheus_client import start_http_server
 
     from xds.controlplane import ControlPlane
     from xds.mesh.files import DirectoryWatcher
 
-    control_plane = ControlPlane()
+    from xds.ca import CertificateAuthority
+
+    control_plane = ControlPlane(ca=CertificateAuthority.load_or_create(ca_dir) if ca_dir else None)
     control_plane.update(mesh)
     if metrics_address:
         metrics_host, _, metrics_port = metrics_address.rpartition(":")

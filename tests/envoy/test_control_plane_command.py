@@ -24,13 +24,8 @@ def _pyambient(*args: str, **kwargs: object) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "pyambient", *args], **kwargs)  # type: ignore[call-overload]
 
 
-@pytest.fixture
-def running(tmp_path: Path) -> Iterator[tuple[Path, Path, int, int]]:
-    mesh = tmp_path / "mesh"
-    shutil.copytree(EXAMPLES, mesh)
-    xds_port, metrics_port, admin_port = free_port(), free_port(), free_port()
-    log = tmp_path / "control-plane.log"
-    control = _pyambient(
+def _control_plane(mesh: Path, xds_port: int, metrics_port: int, ca_dir: Path, log: Path) -> subprocess.Popen[bytes]:
+    return _pyambient(
         "control-plane",
         "--mesh",
         str(mesh),
@@ -38,9 +33,25 @@ def running(tmp_path: Path) -> Iterator[tuple[Path, Path, int, int]]:
         f"127.0.0.1:{xds_port}",
         "--metrics-address",
         f"127.0.0.1:{metrics_port}",
-        stdout=log.open("wb"),
+        "--ca-dir",
+        str(ca_dir),
+        stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
     )
+
+
+@pytest.fixture
+def processes() -> dict[str, subprocess.Popen[bytes]]:
+    return {}
+
+
+@pytest.fixture
+def running(tmp_path: Path, processes: dict[str, subprocess.Popen[bytes]]) -> Iterator[tuple[Path, Path, int, int]]:
+    mesh = tmp_path / "mesh"
+    shutil.copytree(EXAMPLES, mesh)
+    xds_port, metrics_port, admin_port = free_port(), free_port(), free_port()
+    log = tmp_path / "control-plane.log"
+    control = processes["control-plane"] = _control_plane(mesh, xds_port, metrics_port, tmp_path / "ca", log)
     bootstrap = tmp_path / "bootstrap.json"
     subprocess.run(
         [
@@ -122,3 +133,43 @@ def test_bad_file_is_reported_with_path_and_field_and_the_rest_keeps_serving(
     time.sleep(0.5)
     assert "httpbin.default" in _clusters(admin_port)
     assert json.loads(_get(f"http://127.0.0.1:{admin_port}/server_info"))["state"] == "LIVE"
+
+
+def _root_ca(admin_port: int) -> str:
+    dump = json.loads(_get(f"http://127.0.0.1:{admin_port}/config_dump?resource=dynamic_active_secrets"))
+    for config in dump["configs"]:
+        if config.get("name") == "ROOTCA":
+            return str(config["secret"]["validation_context"]["trusted_ca"]["inline_bytes"])
+    return ""
+
+
+def test_envoy_survives_a_control_plane_restart_and_keeps_its_identities(
+    running: tuple[Path, Path, int, int], processes: dict[str, subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    mesh, log, admin_port, _ = running
+    wait_until(lambda: bool(_root_ca(admin_port)), what="initial config and secrets")
+    root_before = _root_ca(admin_port)
+    xds_port = int(log.read_text().split("serving xDS on 127.0.0.1:", 1)[1].split()[0])
+    first = processes["control-plane"]
+    first.terminate()
+    assert first.wait(10) is not None
+    time.sleep(1.0)
+    # The control plane is gone: Envoy keeps its last config and keeps serving.
+    assert "inbound-vip|8000|http|httpbin.default.svc.cluster.local" in _clusters(admin_port)
+    assert json.loads(_get(f"http://127.0.0.1:{admin_port}/server_info"))["state"] == "LIVE"
+    (mesh / "75-later.yaml").write_text(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: later, namespace: default, "
+        "labels: {istio.io/use-waypoint: waypoint}}\n"
+        "spec: {clusterIP: 127.96.0.75, selector: {app: later}, ports: [{name: http, port: 80}]}\n"
+    )
+    restarted = _control_plane(mesh, xds_port, free_port(), tmp_path / "ca", log)
+    try:
+        wait_until(
+            lambda: "later.default.svc.cluster.local" in _clusters(admin_port),
+            timeout=40,
+            what="envoy reconnects to the restarted control plane and gets the edit",
+        )
+        assert _root_ca(admin_port) == root_before, "the persisted CA root survives the restart"
+    finally:
+        restarted.terminate()
+        restarted.wait(10)
