@@ -49,10 +49,9 @@ def run(args: argparse.Namespace) -> int:
 async def _serve(directory: Path, address: str, mesh: Mesh, metrics_address: str, ca_dir: Path | None) -> int:
     from prometheus_client import start_http_server
 
+    from xds.ca import CertificateAuthority
     from xds.controlplane import ControlPlane
     from xds.mesh.files import DirectoryWatcher
-
-    from xds.ca import CertificateAuthority
 
     control_plane = ControlPlane(ca=CertificateAuthority.load_or_create(ca_dir) if ca_dir else None)
     control_plane.update(mesh)
