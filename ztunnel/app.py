@@ -390,30 +390,14 @@ class Ztunnel:
         for ip in sorted(want - set(self._inbound), key=str):
             servers = []
             try:
-                servers.append(
-                    await loop.create_server(
-                        functools.partial(self._hbone_factory, ip),
-                        str(ip),
-                        self.settings.inbound_port,
-                        reuse_address=True,
+                for factory, port, component in (
+                    (self._hbone_factory, self.settings.inbound_port, 'component="inbound" transparent=false'),
+                    (self._plaintext_factory, self.settings.plaintext_port, 'component="inbound plaintext"'),
+                ):
+                    servers.append(
+                        await loop.create_server(functools.partial(factory, ip), str(ip), port, reuse_address=True)
                     )
-                )
-                log.info(
-                    'listener established address=%s component="inbound" transparent=false',
-                    _fmt((ip, self.settings.inbound_port)),
-                )
-                servers.append(
-                    await loop.create_server(
-                        functools.partial(self._plaintext_factory, ip),
-                        str(ip),
-                        self.settings.plaintext_port,
-                        reuse_address=True,
-                    )
-                )
-                log.info(
-                    'listener established address=%s component="inbound plaintext"',
-                    _fmt((ip, self.settings.plaintext_port)),
-                )
+                    log.info("listener established address=%s %s", _fmt((ip, port)), component)
             except OSError as e:
                 log.error("cannot listen on %s: %s", ip, e)
             self._inbound[ip] = servers
