@@ -132,6 +132,16 @@ class _Held(asyncio.Protocol):
         self.lost = True
 
 
+def _accepted_destination(held: _Held) -> tuple[IPAddr, int]:
+    """Where a captured connection was going: SO_ORIGINAL_DST if redirected, else the local address."""
+    sock = held.transport.get_extra_info("socket")
+    dst = original_dst(sock) if sock is not None else None
+    if dst is None:
+        ip, port = held.transport.get_extra_info("sockname")[:2]
+        dst = (_ip(ip), port)
+    return dst
+
+
 class _Socks(_Held):
     def __init__(self, app: Ztunnel) -> None:
         super().__init__()
@@ -497,12 +507,7 @@ class Ztunnel:
     # --------------------------------------------------------------------------- outbound
     def _captured_factory(self) -> asyncio.Protocol:
         def made(held: _Held) -> None:
-            sock = held.transport.get_extra_info("socket")
-            dst = original_dst(sock) if sock is not None else None
-            if dst is None:
-                ip, port = held.transport.get_extra_info("sockname")[:2]
-                dst = (_ip(ip), port)
-            self.spawn(self.outbound(held, dst))
+            self.spawn(self.outbound(held, _accepted_destination(held)))
 
         return _Held(made)
 
@@ -1021,12 +1026,7 @@ class Ztunnel:
     # --------------------------------------------------------------------------- inbound plaintext (15006)
     def _plaintext_factory(self, ip: IPAddr) -> asyncio.Protocol:
         def made(held: _Held) -> None:
-            sock = held.transport.get_extra_info("socket")
-            dst = original_dst(sock) if sock is not None else None
-            if dst is None:
-                sip, sport = held.transport.get_extra_info("sockname")[:2]
-                dst = (_ip(sip), sport)
-            self.spawn(self._serve_plaintext(held, dst))
+            self.spawn(self._serve_plaintext(held, _accepted_destination(held)))
 
         return _Held(made)
 

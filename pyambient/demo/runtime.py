@@ -17,6 +17,7 @@ from pyambient.demo.plan import DemoPlan, NodePlan, plan
 from pyambient.runtime.backends import NamedHttpBackend
 from pyambient.runtime.controlplane import ControlPlaneThread
 from pyambient.runtime.envoy import EnvoyProcess, free_port, wait_until
+from pyambient.runtime.processes import stop_process
 from xds import resources
 from xds.envoy.bootstrap import WaypointNode
 from xds.mesh.files import DirectoryWatcher, load_directory
@@ -124,12 +125,7 @@ class DemoMesh:
         for envoy in self.envoys.values():
             envoy.stop()
         for zt in self.ztunnels.values():
-            if zt.process and zt.process.poll() is None:
-                zt.process.terminate()
-                try:
-                    zt.process.wait(5)
-                except subprocess.TimeoutExpired:
-                    zt.process.kill()
+            stop_process(zt.process)
         for backend in self.backends:
             backend.close()
         if self.watcher:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pyambient.runtime.processes import stop_process
 from xds.envoy.bootstrap import WaypointNode, bootstrap_json, waypoint_bootstrap
 
 
@@ -99,13 +100,7 @@ class EnvoyProcess:
         return self
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None

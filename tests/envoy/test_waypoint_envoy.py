@@ -149,7 +149,9 @@ def test_httproute_split_applies_and_changes_live(mesh: Mesh) -> None:
     mesh.control.apply(shop_mesh(50, 50))
     wait_until(lambda: envoy.route_weights(WEB_CHAIN) == [50, 50], what="50/50 weights in envoy")
     counts = _split(mesh, 400)
-    assert 0.45 <= counts["web-v1"] / 400 <= 0.55, counts
+    # Envoy picks per request at random: σ of a 50/50 share over 400 is 2.5 %, so allow ±3σ here
+    # (the issue's ±5 % is for the 90/10 split, where σ is 1.5 %).
+    assert 0.42 <= counts["web-v1"] / 400 <= 0.58, counts
     assert envoy.process is not None and envoy.process.pid == pid and envoy.alive()
     mesh.control.apply(shop_mesh())
     wait_until(lambda: envoy.route_weights(WEB_CHAIN) == [90, 10], what="weights restored")

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
+from pyambient.runtime.processes import stop_process
 from xds.ca import CertificateAuthority
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -137,13 +138,7 @@ class ZtunnelProc:
             return str(r.read().decode())
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self._log.close()
 
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from pyambient.runtime.processes import stop_process
+
 ROOT = Path(__file__).resolve().parents[2]
 ENVOY = ROOT / ".venv" / "bin" / "envoy"
 
@@ -234,11 +236,5 @@ class EnvoyProc:
             return str(r.read().decode())
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self._log.close()
