@@ -98,13 +98,18 @@ def _clusters(admin_port: int) -> str:
     return _get(f"http://127.0.0.1:{admin_port}/config_dump")
 
 
+def _wait_live(admin_port: int) -> None:
+    # Clusters land before Envoy's init finishes (it still waits for EDS, LDS and SDS), so poll for LIVE.
+    wait_until(lambda: _get(f"http://127.0.0.1:{admin_port}/ready").strip() == "LIVE", what="envoy is LIVE")
+
+
 def test_envoy_from_printed_bootstrap_gets_config_and_follows_file_edits(running: tuple[Path, Path, int, int]) -> None:
     mesh, log, admin_port, metrics_port = running
     wait_until(
         lambda: "inbound-vip|8000|http|httpbin.default.svc.cluster.local" in _clusters(admin_port),
         what="envoy got the waypoint's config",
     )
-    assert _get(f"http://127.0.0.1:{admin_port}/ready").strip() == "LIVE"
+    _wait_live(admin_port)
     (mesh / "70-extra.yaml").write_text(
         "apiVersion: v1\nkind: Service\nmetadata: {name: extra, namespace: default, "
         "labels: {istio.io/use-waypoint: waypoint}}\n"
@@ -123,6 +128,7 @@ def test_bad_file_is_reported_with_path_and_field_and_the_rest_keeps_serving(
 ) -> None:
     mesh, log, admin_port, _ = running
     wait_until(lambda: "httpbin.default" in _clusters(admin_port), what="initial config")
+    _wait_live(admin_port)
     (mesh / "80-bad.yaml").write_text(
         "apiVersion: v1\nkind: Service\nmetadata: {name: broken, namespace: default}\n"
         "spec: {ports: [{name: http, port: 99999}]}\n"
@@ -148,6 +154,7 @@ def test_envoy_survives_a_control_plane_restart_and_keeps_its_identities(
 ) -> None:
     mesh, log, admin_port, _ = running
     wait_until(lambda: bool(_root_ca(admin_port)), what="initial config and secrets")
+    _wait_live(admin_port)
     root_before = _root_ca(admin_port)
     xds_port = int(log.read_text().split("serving xDS on 127.0.0.1:", 1)[1].split()[0])
     first = processes["control-plane"]
