@@ -1,9 +1,11 @@
-"""One HBONE connection (client or server): `h2` for HTTP/2 state, `_core.TunnelPump` for the bytes path.
+"""One HBONE connection (client or server): `h2` for the HTTP/2 connection, `ztunnel.h2streams` for its
+streams, `_core.TunnelPump` for the bytes path.
 
 Split of work (see docs/ztunnel.md):
-- `h2.H2Connection` owns connection and stream *state*: preface, SETTINGS (+ACK), HEADERS/CONTINUATION with
-  HPACK, PING/PONG, RST_STREAM, GOAWAY, stream-state validation and protocol errors. It is fed only
-  control frames and payload-free END_STREAM markers, so it never copies or accounts payload bytes.
+- `h2.H2Connection` owns *connection* state: preface, SETTINGS (+ACK) negotiation, PING/PONG, GOAWAY and
+  their protocol errors. It never sees a stream frame.
+- `h2streams.StreamFrames` owns the *stream* frames of CONNECT tunnels: HEADERS/CONTINUATION (HPACK decoding by
+  the `hpack` library), request/response checks, RST_STREAM, END_STREAM, stream ids and the concurrency limit.
 - `TunnelPump` (Cython) owns the *bytes*: TLS over MemoryBIOs, frame splitting, DATA payload → the plain
   socket, plain socket → DATA frames, both flow-control directions (WINDOW_UPDATE in and out) — without
   running Python code per chunk.
@@ -21,11 +23,12 @@ from typing import Any
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
-import hpack
 
+from ztunnel import h2streams as h2s
 from ztunnel import tls
 from ztunnel.identity import Identity
 
@@ -35,17 +38,16 @@ STREAM_WINDOW = 4 * 1024 * 1024
 CONN_WINDOW = 16 * 1024 * 1024
 MAX_FRAME = 1024 * 1024
 DEFAULT_WINDOW = 65535
-CANCEL = 0x8
+
+
+def _error_name(code: int) -> str:
+    try:
+        return repr(h2.errors.ErrorCodes(code))
+    except ValueError:
+        return str(code)
+
 
 StreamDone = Callable[["StreamCtx", BaseException | None], None]
-
-
-class _Encoder(hpack.Encoder):
-    """HPACK without Huffman coding: HBONE header values are short and mostly unique per connection
-    (traceparent, forwarded), so Huffman costs CPU per CONNECT and saves a few bytes."""
-
-    def encode(self, headers: Any, huffman: bool = False) -> bytes:
-        return super().encode(headers, huffman=False)
 
 
 def _expire(fut: asyncio.Future[Any]) -> None:
@@ -113,7 +115,6 @@ class HboneConnection:
             normalize_outbound_headers=False,
         )
         self.h2 = h2.connection.H2Connection(cfg)
-        self.h2.encoder = _Encoder()
         S = h2.settings.SettingCodes
         values = {
             S.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
@@ -126,9 +127,17 @@ class HboneConnection:
             values[S.ENABLE_PUSH] = 0
         self.h2.local_settings = h2.settings.Settings(client=not server_side, initial_values=values)
         self._peer_max_streams = int(self.h2.remote_settings.max_concurrent_streams)
+        self._peer_max_frame = int(self.h2.remote_settings.max_frame_size)
+        self._table_update: int | None = None  # an HPACK table size update owed to the peer (its SETTINGS shrank)
         self.peer_addr: tuple[Any, int] | None = None  # the peer's (ip, port), cached by the app per connection
         self.ready: asyncio.Future[None] = self.loop.create_future()
         self.streams: dict[int, StreamCtx] = {}
+        self.frames = h2s.StreamFrames(
+            server_side=server_side,
+            known=self.streams,
+            max_streams=200,
+            max_header_list=values[S.MAX_HEADER_LIST_SIZE],
+        )
         self.reserved = 0  # streams checked out by the pool (including ones being opened)
         self.goaway = False
         self.closed = False
@@ -166,27 +175,46 @@ class HboneConnection:
             self.ready.set_result(None)
 
     def pump_control(self, data: bytes) -> None:
-        try:
-            events = self.h2.receive_data(data)
-        except h2.exceptions.ProtocolError as e:
-            log.warning('connection failed peer=%s error="http2 protocol error: %s"', self.peer, e)
-            self._flush_h2()  # h2 queued a GOAWAY with the error code
-            self.close()
-            return
-        for ev in events:
-            self._dispatch(ev)
-        self._flush_h2()
+        for ev in self.frames.receive(data):
+            kind = ev[0]
+            if kind == h2s.EV_HEADERS:
+                self._on_headers(ev[1], ev[2], ev[3])
+            elif kind == h2s.EV_ENDED:
+                self._remote_end(ev[1])
+            elif kind == h2s.EV_RESET:
+                self._on_reset(ev[1], ev[2])
+            elif kind == h2s.EV_H2:
+                try:
+                    events = self.h2.receive_data(ev[1])
+                except h2.exceptions.ProtocolError as e:
+                    log.warning('connection failed peer=%s error="http2 protocol error: %s"', self.peer, e)
+                    self._flush_h2()  # h2 queued a GOAWAY with the error code
+                    self.close()
+                    return
+                for h2ev in events:
+                    self._dispatch(h2ev)
+                self._flush_h2()
+            elif kind == h2s.EV_REJECT:
+                _, sid, code, reason = ev
+                log.warning('stream failed peer=%s stream=%d error="http2: %s"', self.peer, sid, reason)
+                self.pump.send_raw(h2s.rst_stream(sid, code))
+                if sid in self.streams:
+                    self._on_reset(sid, code)
+            else:  # EV_ERROR
+                _, code, reason = ev
+                log.warning('connection failed peer=%s error="http2 protocol error: %s"', self.peer, reason)
+                self._goaway(code)
+                self.close()
+                return
+            if self.closed:
+                return
 
     def pump_stream_drained(self, sid: int) -> None:
         ctx = self.streams.get(sid)
         if ctx is None or ctx.local_ended:
             return
         ctx.local_ended = True
-        try:
-            self.h2.end_stream(sid)
-        except h2.exceptions.H2Error:
-            pass
-        self._flush_h2()
+        self.pump.send_raw(h2s.end_stream(sid))
         if ctx.remote_ended and ctx.transport is not None:
             ctx.transport.close()
 
@@ -218,51 +246,72 @@ class HboneConnection:
         if self.on_closed is not None:
             self.on_closed(self, exc)
 
-    # --------------------------------------------------------------------------- h2 events
-    def _dispatch(self, ev: h2.events.Event) -> None:
-        if isinstance(ev, h2.events.RequestReceived):
-            sid = ev.stream_id
+    # --------------------------------------------------------------------------- stream and h2 events
+    def _on_headers(self, sid: int, headers: list[tuple[str, str]], end: bool) -> None:
+        ctx = self.streams.get(sid)
+        if self.server_side:
+            if ctx is not None:  # trailers (they carry END_STREAM)
+                self._remote_end(sid)
+                return
             self.pump.open_stream(sid)
-            hdrs = [(str(k), str(v)) for k, v in ev.headers or []]
-            self.streams[sid] = StreamCtx(sid, request_headers=hdrs)
-            if ev.stream_ended is not None:
-                self.streams[sid].remote_ended = True
+            ctx = self.streams[sid] = StreamCtx(sid, request_headers=headers)
+            ctx.remote_ended = end
             if self.on_request is not None:
-                self.on_request(self, sid, hdrs)
-        elif isinstance(ev, h2.events.ResponseReceived):
-            ctx = self.streams.get(ev.stream_id)
-            if ctx is not None and ctx.response is not None and not ctx.response.done():
-                hdrs = [(str(k), str(v)) for k, v in ev.headers or []]
-                status = int(dict(hdrs).get(":status", "0"))
-                ctx.response.set_result((status, hdrs))
-        elif isinstance(ev, h2.events.StreamEnded):
-            self._remote_end(ev.stream_id)
-        elif isinstance(ev, h2.events.StreamReset):
-            ctx = self.streams.get(ev.stream_id)
-            if ctx is not None:
-                if ctx.response is not None and not ctx.response.done():
-                    ctx.response.set_exception(ConnectionResetError(f"stream reset: {ev.error_code!r}"))
-                self._finish(ev.stream_id, None)
-                if ctx.transport is not None:
-                    # RST_STREAM NO_ERROR/CANCEL is EOF; anything else is an error
-                    if ev.error_code in (0, CANCEL):
-                        ctx.transport.close()
-                    else:
-                        ctx.transport.abort()
-        elif isinstance(ev, h2.events.DataReceived):
-            # DATA for a stream the pump no longer tracks (its plain side is gone): drop, keep windows open
-            if ev.flow_controlled_length:
-                self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
-        elif isinstance(ev, h2.events.RemoteSettingsChanged):
+                self.on_request(self, sid, headers)
+            return
+        if ctx is None:
+            return
+        fut = ctx.response
+        if fut is not None and not fut.done():
+            status = next((v for k, v in headers if k == ":status"), "")
+            if not (len(status) == 3 and status.isdigit()):
+                self._reject(sid, f"response :status {status!r}")
+                return
+            if status[0] == "1" and not end:
+                return  # informational; the final response follows
+            fut.set_result((int(status), headers))
+        if end:
+            self._remote_end(sid)
+
+    def _reject(self, sid: int, reason: str) -> None:
+        log.warning('stream failed peer=%s stream=%d error="http2: %s"', self.peer, sid, reason)
+        self.pump.send_raw(h2s.rst_stream(sid, h2s.PROTOCOL_ERROR))
+        self._on_reset(sid, h2s.PROTOCOL_ERROR)
+
+    def _on_reset(self, sid: int, code: int) -> None:
+        ctx = self.streams.get(sid)
+        if ctx is None:
+            return
+        if ctx.response is not None and not ctx.response.done():
+            ctx.response.set_exception(ConnectionResetError(f"stream reset: {_error_name(code)}"))
+        self._finish(sid, None)
+        if ctx.transport is not None:
+            # RST_STREAM NO_ERROR/CANCEL is EOF; anything else is an error
+            if code in (h2s.NO_ERROR, h2s.CANCEL):
+                ctx.transport.close()
+            else:
+                ctx.transport.abort()
+
+    def _dispatch(self, ev: h2.events.Event) -> None:
+        """Connection events from h2 (it is never fed stream frames)."""
+        if isinstance(ev, h2.events.RemoteSettingsChanged):
             rs = self.h2.remote_settings
             self.pump.set_peer_settings(rs.initial_window_size, rs.max_frame_size)
             self._peer_max_streams = int(rs.max_concurrent_streams)
+            self._peer_max_frame = int(rs.max_frame_size)
+            if h2.settings.SettingCodes.HEADER_TABLE_SIZE in ev.changed_settings:
+                # our encoder never indexes, so its table is empty at any size; say so in the next block
+                self._table_update = min(int(rs.header_table_size), 4096)
         elif isinstance(ev, h2.events.ConnectionTerminated):
             self.goaway = True
             if not self.streams:
                 self.close()
         elif isinstance(ev, h2.events.PingAckReceived):
             self._pong_at = time.monotonic()
+
+    def _block(self, headers: list[tuple[str, str]]) -> bytes:
+        update, self._table_update = self._table_update, None
+        return h2s.encode_block(headers, update)
 
     def _remote_end(self, sid: int) -> None:
         ctx = self.streams.get(sid)
@@ -283,16 +332,19 @@ class HboneConnection:
     async def open_stream(self, authority: str, headers: list[tuple[str, str]], timeout: float) -> int:
         """Client: send CONNECT, wait for the response; returns the stream id on 200."""
         await self.ready
-        sid = self.h2.get_next_available_stream_id()
+        if self.closed or self.goaway:
+            raise ConnectionError("cannot open a stream: the HBONE connection is closing")
+        if len(self.streams) >= self._peer_max_streams:  # e.g. the peer allows fewer streams than we pool
+            raise ConnectionError(f"cannot open a stream: the peer allows {self._peer_max_streams} at a time")
+        sid = self.frames.next_stream_id()
+        if sid > 0x7FFFFFFF:
+            self.goaway = True  # ids are used up: new streams go to a new connection
+            raise ConnectionError("cannot open a stream: stream ids exhausted")
         ctx = StreamCtx(sid, response=self.loop.create_future())
         self.streams[sid] = ctx
-        try:
-            self.h2.send_headers(sid, [(":method", "CONNECT"), (":authority", authority), *headers])
-        except h2.exceptions.H2Error as e:  # e.g. the peer allows fewer concurrent streams than we pool
-            self.streams.pop(sid, None)
-            raise ConnectionError(f"cannot open a stream: {e}") from e
         self.pump.open_stream(sid)
-        self._flush_h2()
+        block = self._block([(":method", "CONNECT"), (":authority", authority), *headers])
+        self.pump.send_raw(h2s.headers_frames(sid, block, False, self._peer_max_frame))
         fut = ctx.response
         assert fut is not None
         timer = self.loop.call_later(timeout, _expire, fut)
@@ -312,11 +364,8 @@ class HboneConnection:
     def respond(self, sid: int, status: int, headers: list[tuple[str, str]] = (), end: bool = False) -> None:  # type: ignore[assignment]
         if self.closed or sid not in self.streams:
             return
-        try:
-            self.h2.send_headers(sid, [(":status", str(status)), *headers], end_stream=end)
-        except h2.exceptions.H2Error:
-            pass
-        self._flush_h2()
+        block = self._block([(":status", str(status)), *headers])
+        self.pump.send_raw(h2s.headers_frames(sid, block, end, self._peer_max_frame))
         if end:
             self._finish(sid, None)
 
@@ -341,11 +390,8 @@ class HboneConnection:
             transport.resume_reading()
 
     def _reset(self, sid: int) -> None:
-        try:
-            self.h2.reset_stream(sid, CANCEL)
-        except h2.exceptions.H2Error:
-            pass
-        self._flush_h2()
+        if sid in self.streams and not self.closed:
+            self.pump.send_raw(h2s.rst_stream(sid, h2s.CANCEL))
 
     def _finish(self, sid: int, exc: BaseException | None) -> None:
         ctx = self.streams.pop(sid, None)
@@ -362,6 +408,16 @@ class HboneConnection:
         data = self.h2.data_to_send()
         if data:
             self.pump.send_raw(data)
+
+    def _goaway(self, code: int) -> None:
+        if self.goaway or not self.pump.handshake_done:
+            return
+        self.goaway = True
+        try:
+            self.h2.close_connection(error_code=code, last_stream_id=self.frames.highest_inbound)
+        except h2.exceptions.H2Error:
+            pass
+        self._flush_h2()
 
     def _fail_ready(self, exc: BaseException) -> None:
         if not self.ready.done():
@@ -397,10 +453,5 @@ class HboneConnection:
     def close(self) -> None:
         if self.closed:
             return
-        try:
-            if self.pump.handshake_done and not self.goaway:
-                self.h2.close_connection()
-                self._flush_h2()
-        except h2.exceptions.H2Error:
-            pass
+        self._goaway(h2s.NO_ERROR)
         self.pump.close()
