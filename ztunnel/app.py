@@ -102,9 +102,11 @@ def _baggage(w: Workload) -> str:
 class _Held(asyncio.Protocol):
     """Holds a socket while the proxy decides; keeps any bytes that already arrived.
 
-    An accepted socket (`on_made` given) reads once, then pauses: the client's first bytes, usually sent right
-    after connect, are then ready to go out with the stream open instead of waiting for another read once the
-    upstream is set up. A socket we dialled is paused at once (the upstream speaks when we do)."""
+    It keeps reading (up to `HIGH_WATER`, then it pauses): the client's first bytes, usually sent right after
+    connect, are then ready to go out as soon as the stream is open, and the socket needs no epoll change to
+    pause it and another to resume it on every connection."""
+
+    HIGH_WATER = 256 * 1024
 
     def __init__(self, on_made: Callable[[_Held], None] | None = None) -> None:
         self.buf = bytearray()
@@ -117,12 +119,11 @@ class _Held(asyncio.Protocol):
         self.transport = transport
         if self._on_made is not None:
             self._on_made(self)
-        else:
-            transport.pause_reading()
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
-        self.transport.pause_reading()
+        if len(self.buf) >= self.HIGH_WATER:
+            self.transport.pause_reading()
 
     def eof_received(self) -> bool:
         self.eof = True
@@ -172,7 +173,7 @@ class _Socks(_Held):
         if self.parser.state == 2 and self.parser.dst is not None:
             self.transport.pause_reading()
             self.buf += rest
-            self.app.spawn(self.app.outbound(self, self.parser.dst))
+            self.app.outbound(self, self.parser.dst)
 
 
 class _PipeEnd(asyncio.Protocol):
@@ -507,7 +508,7 @@ class Ztunnel:
     # --------------------------------------------------------------------------- outbound
     def _captured_factory(self) -> asyncio.Protocol:
         def made(held: _Held) -> None:
-            self.spawn(self.outbound(held, _accepted_destination(held)))
+            self.outbound(held, _accepted_destination(held))
 
         return _Held(made)
 
@@ -523,7 +524,17 @@ class Ztunnel:
         local = self.local_workloads()
         return local[0] if local else None
 
-    async def outbound(self, held: _Held, dst: tuple[IPAddr, int]) -> None:
+    def outbound(self, held: _Held, dst: tuple[IPAddr, int]) -> None:
+        """A captured (or SOCKS5) connection: decide, then proxy. Runs in the accepting callback: with a pooled
+        HBONE connection ready, the CONNECT is on the wire before the event loop turns (no task per connection);
+        dials, plain TCP and the same-node path continue in a task."""
+        try:
+            self._outbound(held, dst)
+        except Exception:  # noqa: BLE001 - one bad connection must not take the listener down
+            log_out.exception("connection failed dst.addr=%s: internal error", _fmt(dst))
+            held.transport.abort()
+
+    def _outbound(self, held: _Held, dst: tuple[IPAddr, int]) -> None:
         t = held.transport
         peer = t.get_extra_info("peername")
         src = (_ip(peer[0]), peer[1])
@@ -588,11 +599,11 @@ class Ztunnel:
             self._access("outbound", src, req.gateway, req, source, received, sent, started, error)
 
         if hbone and req.request_type is not RequestType.DIRECT_LOCAL:
-            await self._outbound_hbone(held, src, source, req, labels, finish)
+            self._outbound_hbone(held, src, source, req, labels, finish)
         elif hbone:
-            await self._outbound_local(held, src, source, req, labels, finish)
+            self.spawn(self._outbound_local(held, src, source, req, labels, finish))
         else:
-            await self._outbound_tcp(held, req.destination, labels, finish)
+            self.spawn(self._outbound_tcp(held, req.destination, labels, finish))
 
     def _hbone_headers(self, src: tuple[IPAddr, int], source: Workload, req: Request) -> list[tuple[str, str]]:
         fwd = f'for="{_fmt(src)}"'
@@ -638,7 +649,7 @@ class Ztunnel:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return conn
 
-    async def _outbound_hbone(
+    def _outbound_hbone(
         self,
         held: _Held,
         src: tuple[IPAddr, int],
@@ -655,35 +666,66 @@ class Ztunnel:
             else ipaddress.ip_address(self.settings.outbound[0] if self.settings.outbound else "127.0.0.1")
         )
         key: PoolKey = (str(source.identity), req.upstream_sans, req.gateway, src_ip)
-        t = held.transport
+        conn = self.pool.take(key)
+        if conn is None:
+            self.spawn(self._dial_then_connect(key, held, src, source, req, labels, finish))
+        else:
+            self._connect_stream(conn, held, src, source, req, labels, finish)
+
+    async def _dial_then_connect(
+        self,
+        key: PoolKey,
+        held: _Held,
+        src: tuple[IPAddr, int],
+        source: Workload,
+        req: Request,
+        labels: dict[str, str],
+        finish: Callable[[int, int, str | None], None],
+    ) -> None:
         try:
             conn = await self.pool.checkout(key)
         except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as e:
-            self._fail_out(t, labels, "CONNECT", finish, str(e))
+            self._fail_out(held.transport, labels, "CONNECT", finish, str(e))
             return
-        try:
-            sid = await conn.open_stream(
-                req.authority, self._hbone_headers(src, source, req), self.settings.connect_timeout
-            )
-        except HttpStatusError as e:
-            self.pool.release(conn)
-            self._fail_out(t, labels, "CONNECT" if e.status != 401 else "DENY", finish, str(e))
-            return
-        except (OSError, TimeoutError, ConnectionError) as e:
-            self.pool.release(conn)
-            self._fail_out(t, labels, "CONNECT", finish, str(e))
-            return
+        self._connect_stream(conn, held, src, source, req, labels, finish)
+
+    def _connect_stream(
+        self,
+        conn: HboneConnection,
+        held: _Held,
+        src: tuple[IPAddr, int],
+        source: Workload,
+        req: Request,
+        labels: dict[str, str],
+        finish: Callable[[int, int, str | None], None],
+    ) -> None:
+        """Send the CONNECT on a checked-out connection; the response (or its failure) attaches the client."""
+        t = held.transport
 
         def done(ctx: StreamCtx, exc: BaseException | None) -> None:
             self.pool.release(conn)
             finish(ctx.bytes_out, ctx.bytes_in, None)
 
-        if held.lost:
-            conn.attach_plain(sid, t, b"", done)
-            return
-        conn.attach_plain(sid, t, bytes(held.buf), done)
-        if held.eof:
-            conn.pump.end_stream(sid)
+        def on_response(sid: int, exc: BaseException | None) -> None:
+            if exc is not None:
+                self.pool.release(conn)
+                denied = isinstance(exc, HttpStatusError) and exc.status == 401
+                self._fail_out(t, labels, "DENY" if denied else "CONNECT", finish, str(exc))
+                return
+            if held.lost:
+                conn.attach_plain(sid, t, b"", done)
+                return
+            conn.attach_plain(sid, t, bytes(held.buf), done)
+            if held.eof:
+                conn.pump.end_stream(sid)
+
+        try:
+            conn.start_stream(
+                req.authority, self._hbone_headers(src, source, req), self.settings.connect_timeout, on_response
+            )
+        except ConnectionError as e:
+            self.pool.release(conn)
+            self._fail_out(t, labels, "CONNECT", finish, str(e))
 
     def _fail_out(
         self,

@@ -103,21 +103,36 @@ def _int(value: int, prefix_bits: int, first: int) -> bytes:
     return bytes(out)
 
 
+_ENCODED: dict[tuple[str, str], bytes] = {}  # repeated fields (method, authority, baggage, status), encoded once
+
+
+def _field(name: str, value: str, never_indexed: bool) -> bytes:
+    pattern = 0x10 if never_indexed else 0x00
+    index = _STATIC_NAME.get(name)
+    if index is not None:
+        head = _int(index, 4, pattern)
+    else:
+        nb = name.encode()
+        head = bytes((pattern,)) + _int(len(nb), 7, 0) + nb
+    vb = value.encode()
+    return head + _int(len(vb), 7, 0) + vb
+
+
 def encode_block(headers: Iterable[tuple[str, str]], table_size_update: int | None = None) -> bytes:
     """HPACK literals without indexing (§6.2.2), or never indexed (§6.2.3) for `hpack.NeverIndexedHeaderTuple`,
     name from the static table where it is there, no Huffman (HBONE values are short and mostly unique)."""
     parts = [] if table_size_update is None else [_int(table_size_update, 5, 0x20)]
     for header in headers:
-        name, value = header[0], header[1]
-        pattern = 0x10 if isinstance(header, hpack.NeverIndexedHeaderTuple) else 0x00
-        index = _STATIC_NAME.get(name)
-        if index is not None:
-            parts.append(_int(index, 4, pattern))
-        else:
-            nb = name.encode()
-            parts += (bytes((pattern,)), _int(len(nb), 7, 0), nb)
-        vb = value.encode()
-        parts += (_int(len(vb), 7, 0), vb)
+        if isinstance(header, hpack.NeverIndexedHeaderTuple):  # unique per connection: not worth caching
+            parts.append(_field(header[0], header[1], True))
+            continue
+        key = (header[0], header[1])
+        encoded = _ENCODED.get(key)
+        if encoded is None:
+            if len(_ENCODED) >= 4096:
+                _ENCODED.clear()
+            encoded = _ENCODED[key] = _field(header[0], header[1], False)
+        parts.append(encoded)
     return b"".join(parts)
 
 

@@ -48,11 +48,8 @@ def _error_name(code: int) -> str:
 
 
 StreamDone = Callable[["StreamCtx", BaseException | None], None]
-
-
-def _expire(fut: asyncio.Future[Any]) -> None:
-    if not fut.done():
-        fut.set_exception(TimeoutError("no response to CONNECT"))
+# the CONNECT outcome, called once: (sid, None) on 200, else (sid, HttpStatusError | TimeoutError | ConnectionError)
+ResponseCallback = Callable[[int, BaseException | None], None]
 
 
 class HttpStatusError(Exception):
@@ -65,7 +62,8 @@ class HttpStatusError(Exception):
 class StreamCtx:
     sid: int
     transport: Any = None
-    response: asyncio.Future[tuple[int, list[tuple[str, str]]]] | None = None
+    on_response: ResponseCallback | None = None  # client: waiting for the CONNECT response
+    timer: asyncio.TimerHandle | None = None  # client: the response deadline
     local_ended: bool = False
     remote_ended: bool = False
     on_done: StreamDone | None = None
@@ -238,11 +236,10 @@ class HboneConnection:
             ctx = self.streams.get(sid)
             if ctx is None:
                 continue
-            if ctx.response is not None and not ctx.response.done():
-                ctx.response.set_exception(err)
             if ctx.transport is not None:
                 ctx.transport.abort()
             self._finish(sid, err)
+            self._response(ctx, err)
         if self.on_closed is not None:
             self.on_closed(self, exc)
 
@@ -261,17 +258,39 @@ class HboneConnection:
             return
         if ctx is None:
             return
-        fut = ctx.response
-        if fut is not None and not fut.done():
+        if ctx.on_response is not None:
             status = next((v for k, v in headers if k == ":status"), "")
             if not (len(status) == 3 and status.isdigit()):
                 self._reject(sid, f"response :status {status!r}")
                 return
             if status[0] == "1" and not end:
                 return  # informational; the final response follows
-            fut.set_result((int(status), headers))
+            if status == "200":
+                self._response(ctx, None)
+            else:
+                self._finish(sid, None)
+                self._response(ctx, HttpStatusError(int(status)))
         if end:
             self._remote_end(sid)
+
+    def _response(self, ctx: StreamCtx, exc: BaseException | None) -> None:
+        """Deliver the CONNECT outcome (once) to whoever opened the stream."""
+        callback = ctx.on_response
+        if callback is None:
+            return
+        ctx.on_response = None
+        if ctx.timer is not None:
+            ctx.timer.cancel()
+            ctx.timer = None
+        callback(ctx.sid, exc)
+
+    def _response_timeout(self, sid: int) -> None:
+        ctx = self.streams.get(sid)
+        if ctx is None or ctx.on_response is None:
+            return
+        self._reset(sid)
+        self._finish(sid, None)
+        self._response(ctx, TimeoutError("no response to CONNECT"))
 
     def _reject(self, sid: int, reason: str) -> None:
         log.warning('stream failed peer=%s stream=%d error="http2: %s"', self.peer, sid, reason)
@@ -282,9 +301,8 @@ class HboneConnection:
         ctx = self.streams.get(sid)
         if ctx is None:
             return
-        if ctx.response is not None and not ctx.response.done():
-            ctx.response.set_exception(ConnectionResetError(f"stream reset: {_error_name(code)}"))
         self._finish(sid, None)
+        self._response(ctx, ConnectionResetError(f"stream reset: {_error_name(code)}"))
         if ctx.transport is not None:
             # RST_STREAM NO_ERROR/CANCEL is EOF; anything else is an error
             if code in (h2s.NO_ERROR, h2s.CANCEL):
@@ -329,36 +347,53 @@ class HboneConnection:
             t.close()
 
     # --------------------------------------------------------------------------- streams
-    async def open_stream(self, authority: str, headers: list[tuple[str, str]], timeout: float) -> int:
-        """Client: send CONNECT, wait for the response; returns the stream id on 200."""
-        await self.ready
-        if self.closed or self.goaway:
-            raise ConnectionError("cannot open a stream: the HBONE connection is closing")
+    def start_stream(
+        self, authority: str, headers: list[tuple[str, str]], timeout: float, on_response: ResponseCallback
+    ) -> int:
+        """Client, on a ready connection: send CONNECT now and return the stream id; `on_response(sid, error)`
+        runs once, from the event that decides it (no task in between): error None on 200, else
+        `HttpStatusError`, `TimeoutError` after `timeout`, or `ConnectionError` (reset, connection lost). The
+        stream is already finished when an error is delivered."""
+        if self.closed or self.goaway or not self.ready.done() or self.ready.exception() is not None:
+            raise ConnectionError("cannot open a stream: the HBONE connection is not usable")
         if len(self.streams) >= self._peer_max_streams:  # e.g. the peer allows fewer streams than we pool
             raise ConnectionError(f"cannot open a stream: the peer allows {self._peer_max_streams} at a time")
         sid = self.frames.next_stream_id()
         if sid > 0x7FFFFFFF:
             self.goaway = True  # ids are used up: new streams go to a new connection
             raise ConnectionError("cannot open a stream: stream ids exhausted")
-        ctx = StreamCtx(sid, response=self.loop.create_future())
-        self.streams[sid] = ctx
+        ctx = self.streams[sid] = StreamCtx(sid, on_response=on_response)
+        ctx.timer = self.loop.call_later(timeout, self._response_timeout, sid)
         self.pump.open_stream(sid)
         block = self._block([(":method", "CONNECT"), (":authority", authority), *headers])
         self.pump.send_raw(h2s.headers_frames(sid, block, False, self._peer_max_frame))
-        fut = ctx.response
-        assert fut is not None
-        timer = self.loop.call_later(timeout, _expire, fut)
+        return sid
+
+    async def open_stream(self, authority: str, headers: list[tuple[str, str]], timeout: float) -> int:
+        """Client: send CONNECT, wait for the response; returns the stream id on 200 (else raises as
+        `start_stream` reports)."""
+        await self.ready
+        outcome: asyncio.Future[None] = self.loop.create_future()
+
+        def deliver(_sid: int, exc: BaseException | None) -> None:
+            if not outcome.done():
+                if exc is None:
+                    outcome.set_result(None)
+                else:
+                    outcome.set_exception(exc)
+
+        sid = self.start_stream(authority, headers, timeout, deliver)
         try:
-            status, _hdrs = await fut
-        except BaseException:
-            self._reset(sid)
-            self._finish(sid, None)
+            await outcome
+        except asyncio.CancelledError:
+            ctx = self.streams.get(sid)
+            if ctx is not None and ctx.on_response is not None:
+                ctx.on_response = None
+                if ctx.timer is not None:
+                    ctx.timer.cancel()
+                self._reset(sid)
+                self._finish(sid, None)
             raise
-        finally:
-            timer.cancel()
-        if status != 200:
-            self._finish(sid, None)
-            raise HttpStatusError(status)
         return sid
 
     def respond(self, sid: int, status: int, headers: list[tuple[str, str]] = (), end: bool = False) -> None:  # type: ignore[assignment]
@@ -397,6 +432,9 @@ class HboneConnection:
         ctx = self.streams.pop(sid, None)
         if ctx is None:
             return
+        if ctx.timer is not None:
+            ctx.timer.cancel()
+            ctx.timer = None
         ctx.bytes_in, ctx.bytes_out = self.pump.close_stream(sid)
         if ctx.on_done is not None:
             ctx.on_done(ctx, exc)

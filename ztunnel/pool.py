@@ -24,7 +24,8 @@ class HbonePool:
         self._conns: dict[PoolKey, list[HboneConnection]] = {}
         self._locks: dict[PoolKey, asyncio.Lock] = {}
 
-    def _take(self, key: PoolKey) -> HboneConnection | None:
+    def take(self, key: PoolKey) -> HboneConnection | None:
+        """A ready pooled connection with a free stream (reserved for the caller), or None: then `checkout`."""
         conns = self._conns.get(key)
         if not conns:
             return None
@@ -37,12 +38,12 @@ class HbonePool:
         return None
 
     async def checkout(self, key: PoolKey) -> HboneConnection:
-        c = self._take(key)
+        c = self.take(key)
         if c is not None:
             return c
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
-            c = self._take(key)
+            c = self.take(key)
             if c is not None:
                 return c
             conn = await self._dial(key)
