@@ -34,7 +34,7 @@ from xds.ca import CertificateAuthority
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 SECONDS = float(os.environ.get("ZT_BENCH_SECONDS", "2"))
-ROUNDS = int(os.environ.get("ZT_BENCH_ROUNDS", "3"))
+ROUNDS = int(os.environ.get("ZT_BENCH_ROUNDS", "5"))
 NET = "127.0.90"
 IPERF_PORT = 5201
 ECHO_PORT = 7000

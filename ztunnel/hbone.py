@@ -104,14 +104,8 @@ class HboneConnection:
             self.sslobj, self.incoming, self.outgoing, self, server_side, STREAM_WINDOW, CONN_WINDOW
         )
         self._impl = impl
-        # our own outbound headers are well-formed by construction: skip h2's per-header re-validation;
-        # everything inbound is still validated
-        cfg = h2.config.H2Configuration(
-            client_side=not server_side,
-            header_encoding="utf-8",
-            validate_outbound_headers=False,
-            normalize_outbound_headers=False,
-        )
+        # h2 runs the connection only (preface, SETTINGS, PING, GOAWAY); stream frames go through self.frames
+        cfg = h2.config.H2Configuration(client_side=not server_side, header_encoding="utf-8")
         self.h2 = h2.connection.H2Connection(cfg)
         S = h2.settings.SettingCodes
         values = {
@@ -405,12 +399,13 @@ class HboneConnection:
             self._finish(sid, None)
 
     def attach_plain(self, sid: int, transport: asyncio.Transport, buffered: bytes, on_done: StreamDone) -> None:
-        """Hand a (paused) plain socket to the pump for this stream, then let bytes flow."""
+        """Hand a held plain socket to the pump for this stream, then let bytes flow."""
         ctx = self.streams.get(sid)
         if ctx is None or self.closed:
             transport.abort()
             on_done(StreamCtx(sid), ConnectionResetError("stream gone"))
             return
+        gone = transport.is_closing()  # it went away while held: the stream ends from the plain side
         ctx.transport = transport
         ctx.on_done = on_done
         plain = self._impl.PlainSide(self.pump, sid)
@@ -421,7 +416,9 @@ class HboneConnection:
         if ctx.remote_ended:
             ctx.remote_ended = False
             self._remote_end(sid)
-        if not transport.is_closing():
+        if gone:
+            self.pump.stream_transport_lost(sid, None)
+        elif not transport.is_closing():
             transport.resume_reading()
 
     def _reset(self, sid: int) -> None:
