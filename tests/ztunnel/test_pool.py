@@ -68,3 +68,38 @@ def test_keepalive_ping_drops_a_peer_that_stops_answering(
     s = socks_connect(m.socks, ("10.96.0.10", 80), src_ip=m.ip(2))  # a new connection is dialled
     assert roundtrip(s, b"z") == b"echo-1:z"
     s.close()
+
+
+def test_connect_without_response_times_out_and_the_pool_recovers(
+    tmp_path: Path, ca: CertificateAuthority, procs: list[ZtunnelProc], backends: list[Backend]
+) -> None:
+    """A CONNECT sent on a pooled connection whose peer stops answering: the client is closed after the connect
+    timeout with the reason logged, and once the peer is back the same pool serves new connections."""
+    m = build_mesh(tmp_path, ca, "127.0.112", procs, backends, start=False)
+    cfg = json.loads(json.dumps(m.cfg_a))
+    cfg["proxy"]["connectTimeout"] = 1.0
+    m.push("a", cfg)
+    assert m.path_a is not None and m.path_b is not None
+    m.node_b = ZtunnelProc(m.path_b, m.ip(3), tmp_path / "node-b.log")
+    m.node_a = ZtunnelProc(m.path_a, m.ip(2), tmp_path / "node-a.log")
+    procs += [m.node_b, m.node_a]
+    m.node_b.wait_ready()
+    m.node_a.wait_ready()
+    s = socks_connect(m.socks, ("10.96.0.10", 80), src_ip=m.ip(2))
+    assert roundtrip(s, b"x") == b"echo-1:x"  # the HBONE connection is now pooled
+    s.close()
+    os.kill(m.node_b.proc.pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        s = socks_connect(m.socks, ("10.96.0.10", 80), src_ip=m.ip(2))
+        s.settimeout(10)
+        assert s.recv(10) == b""
+        assert 0.8 < time.monotonic() - t0 < 5
+        m.node_a.wait_log('error="no response to CONNECT"')
+        s.close()
+    finally:
+        os.kill(m.node_b.proc.pid, signal.SIGCONT)
+    s = socks_connect(m.socks, ("10.96.0.10", 80), src_ip=m.ip(2))
+    assert roundtrip(s, b"y") == b"echo-1:y"
+    s.close()
+    assert _hbone_conns(m.ip(3)) == 1, "the same pooled connection kept serving"
