@@ -160,6 +160,7 @@ class TunnelPump:
         self._rem_flags = 0
         self._out_sid = 0
         self._segs: list[bytes] = []
+        self._stage = memoryview(bytearray(READ_CHUNK))
 
     # ---------------------------------------------------------------- asyncio.Protocol
     def connection_made(self, transport: Any) -> None:
@@ -177,6 +178,19 @@ class TunnelPump:
                 return
         self._read_plain()
         self._flush()
+
+    # asyncio.BufferedProtocol (uvloop picks it by duck typing; plain asyncio keeps using data_received): the
+    # event loop reads straight into the pump's staging buffer instead of into a new bytes object. One buffer
+    # serves the TLS socket and every plain socket of this connection: each read is consumed (copied into the
+    # BIO, encrypted, or queued) before the loop reads again.
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._stage
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self._stage[:nbytes])  # type: ignore[arg-type]
+
+    def _plain_read(self, sid: int, nbytes: int) -> None:
+        self.send_data(sid, self._stage[:nbytes])  # type: ignore[arg-type]
 
     def eof_received(self) -> bool:
         return False
@@ -622,6 +636,12 @@ class PlainSide:
 
     def data_received(self, data: bytes) -> None:
         self._pump.send_data(self._sid, data)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._pump.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._pump._plain_read(self._sid, nbytes)
 
     def eof_received(self) -> bool:
         self._pump.end_stream(self._sid)

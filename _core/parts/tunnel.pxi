@@ -177,6 +177,7 @@ cdef class TunnelPump:
     cdef Py_ssize_t _seg_len[MAX_SEGS]
     cdef public long long bytes_received
     cdef public long long bytes_sent
+    cdef _Buf _stage
 
     def __init__(self, sslobj, incoming, outgoing, owner, bint server_side, long stream_window,
                  long conn_window):
@@ -215,6 +216,7 @@ cdef class TunnelPump:
         self._rem_flags = 0
         self._out_sid = 0
         self._nseg = 0
+        self._stage = _Buf(READ_CHUNK)
 
     # ------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport):
@@ -233,6 +235,19 @@ cdef class TunnelPump:
                 return
         self._read_plain()
         self._flush()
+
+    # asyncio.BufferedProtocol (uvloop picks it by duck typing; plain asyncio keeps using data_received): the
+    # event loop reads straight into the pump's staging buffer instead of into a new bytes object. One buffer
+    # serves the TLS socket and every plain socket of this connection: each read is consumed (copied into the
+    # BIO, encrypted, or queued) before the loop reads again.
+    def get_buffer(self, Py_ssize_t sizehint):
+        return PyMemoryView_FromMemory(<char*>self._stage.data, self._stage.cap, PyBUF_WRITE)
+
+    def buffer_updated(self, Py_ssize_t nbytes):
+        self.data_received(PyMemoryView_FromMemory(<char*>self._stage.data, nbytes, PyBUF_READ))
+
+    cdef object _plain_read(self, long sid, Py_ssize_t nbytes):
+        self.send_data(sid, PyMemoryView_FromMemory(<char*>self._stage.data, nbytes, PyBUF_READ))
 
     def eof_received(self):
         return False
@@ -736,6 +751,12 @@ cdef class PlainSide:
 
     def data_received(self, data):
         self._pump.send_data(self._sid, data)
+
+    def get_buffer(self, Py_ssize_t sizehint):
+        return self._pump.get_buffer(sizehint)
+
+    def buffer_updated(self, Py_ssize_t nbytes):
+        self._pump._plain_read(self._sid, nbytes)
 
     def eof_received(self):
         self._pump.end_stream(self._sid)
