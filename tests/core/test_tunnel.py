@@ -21,6 +21,7 @@ import h2.connection
 import h2.events
 import h2.settings
 import pytest
+import uvloop
 
 from xds.ca import CertificateAuthority
 
@@ -164,9 +165,10 @@ async def _client(port: int, ctx: ssl.SSLContext, payloads: list[bytes]) -> list
     return [bytes(received[s]) for s in sids]
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])  # uvloop reads through get_buffer/buffer_updated
 @pytest.mark.parametrize("streams", [1, 3])
 def test_pump_echoes_bulk_data_through_every_flow_control_window(
-    impl: ModuleType, tmp_path: Path, streams: int
+    impl: ModuleType, tmp_path: Path, streams: int, loop: str
 ) -> None:
     server_ctx, client_ctx = _contexts(tmp_path)
 
@@ -188,7 +190,10 @@ def test_pump_echoes_bulk_data_through_every_flow_control_window(
         assert owners[0].pump.bytes_received > streams * (6 << 20)
         srv.close()
 
-    asyncio.run(main())
+    if loop == "uvloop":
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
 
 
 def test_pump_refuses_a_peer_that_is_not_tls(impl: ModuleType, tmp_path: Path) -> None:
