@@ -58,7 +58,6 @@ _MAX_BLOCK = 256 * 1024  # compressed header block limit across CONTINUATIONs
 
 # RFC 9113 §8.2: tchar, lowercase only; no NUL/CR/LF in values and no leading or trailing whitespace
 _BAD_NAME = re.compile(r"[^!#$%&'*+\-.^_`|~0-9a-z]")
-_BAD_VALUE = re.compile(r"[\x00\r\n]|^[ \t]|[ \t]$")
 _CONNECTION_SPECIFIC = frozenset({"connection", "proxy-connection", "keep-alive", "transfer-encoding", "upgrade"})
 _REQUEST_PSEUDO = frozenset({":method", ":scheme", ":authority", ":path"})
 
@@ -216,9 +215,14 @@ def headers_frames(sid: int, block: bytes, end: bool, max_frame: int) -> bytes:
     return b"".join(out)
 
 
-def _check_fields(headers: list[tuple[str, str]], allowed_pseudo: Container[str]) -> str | None:
+def _bad_value(value: str) -> bool:
+    """RFC 9113 §8.2.1: no NUL, CR or LF, no leading or trailing whitespace (str methods beat a regex here)."""
+    return "\r" in value or "\n" in value or "\x00" in value or value.strip(" \t") != value
+
+
+def _check_fields(headers: list[tuple[str, str]], allowed_pseudo: Container[str], pseudo: dict[str, str]) -> str | None:
+    """Why the field list is malformed, or None; fills `pseudo` with the pseudo-header values."""
     seen_regular = False
-    pseudo: set[str] = set()
     for name, value in headers:
         if name[:1] == ":":
             if seen_regular:
@@ -227,7 +231,7 @@ def _check_fields(headers: list[tuple[str, str]], allowed_pseudo: Container[str]
                 return f"unknown pseudo-header {name}"
             if name in pseudo:
                 return f"duplicate pseudo-header {name}"
-            pseudo.add(name)
+            pseudo[name] = value
         else:
             seen_regular = True
             if name not in _GOOD_NAMES:
@@ -237,36 +241,33 @@ def _check_fields(headers: list[tuple[str, str]], allowed_pseudo: Container[str]
                     _GOOD_NAMES[name] = True
             if name in _CONNECTION_SPECIFIC or (name == "te" and value != "trailers"):
                 return f"connection-specific header {name}"
-        if _BAD_VALUE.search(value):
+        if _bad_value(value):
             return f"invalid value for header {name}"
     return None
 
 
 def check_request(headers: list[tuple[str, str]]) -> str | None:
     """Why a request header list is malformed (RFC 9113 §8.3, §8.5 for CONNECT), or None."""
-    problem = _check_fields(headers, _REQUEST_PSEUDO)
+    pseudo: dict[str, str] = {}
+    problem = _check_fields(headers, _REQUEST_PSEUDO, pseudo)
     if problem:
         return problem
-    names = {name for name, _ in headers if name[:1] == ":"}
-    if ":method" not in names:
+    method = pseudo.get(":method")
+    if method is None:
         return "missing :method"
-    method = next(value for name, value in headers if name == ":method")
     if method == "CONNECT":
-        if ":authority" not in names:
+        if ":authority" not in pseudo:
             return "CONNECT without :authority"
-        if ":scheme" in names or ":path" in names:
+        if ":scheme" in pseudo or ":path" in pseudo:
             return "CONNECT with :scheme or :path"
-    elif ":scheme" not in names or ":path" not in names:
+    elif ":scheme" not in pseudo or ":path" not in pseudo:
         return "request without :scheme or :path"
     return None
 
 
 def check_response(headers: list[tuple[str, str]]) -> str | None:
     """Why a response (or trailer) header list is malformed, or None."""
-    problem = _check_fields(headers, (":status",))
-    if problem:
-        return problem
-    return None
+    return _check_fields(headers, (":status",), {})
 
 
 class StreamFrames:
@@ -418,7 +419,7 @@ class StreamFrames:
             if self.server_side and not end:
                 events.append((EV_REJECT, sid, PROTOCOL_ERROR, "trailers without END_STREAM"))
                 return
-            problem = check_response(headers) if not self.server_side else _check_fields(headers, ())
+            problem = check_response(headers) if not self.server_side else _check_fields(headers, (), {})
             if problem:
                 events.append((EV_REJECT, sid, PROTOCOL_ERROR, problem))
                 return

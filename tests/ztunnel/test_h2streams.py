@@ -121,6 +121,8 @@ def test_padded_headers_with_priority_fields_are_read() -> None:
         pytest.param([*CONNECT, (":status", "200")], "unknown pseudo-header", id="response_pseudo_in_request"),
         pytest.param([*CONNECT, ("baggage", "a\r\nb")], "invalid value", id="crlf_in_value"),
         pytest.param([*CONNECT, ("baggage", " a")], "invalid value", id="leading_space"),
+        pytest.param([*CONNECT, ("baggage", "a\t")], "invalid value", id="trailing_tab"),
+        pytest.param([*CONNECT, ("baggage", "a\x00b")], "invalid value", id="nul_in_value"),
     ],
 )
 def test_malformed_request_is_a_stream_error(headers: list[tuple[str, str]], reason: str) -> None:
@@ -129,6 +131,11 @@ def test_malformed_request_is_a_stream_error(headers: list[tuple[str, str]], rea
     kind, sid, code, why = events[0]
     assert (kind, sid, code) == (h2s.EV_REJECT, 1, h2s.PROTOCOL_ERROR)
     assert reason in why
+
+
+def test_whitespace_inside_a_value_is_fine() -> None:
+    headers = [*CONNECT, ("baggage", "a = b,\tc")]
+    assert _server().receive(_headers(1, headers)) == [(h2s.EV_HEADERS, 1, headers, False)]
 
 
 def test_get_with_scheme_and_path_is_well_formed_and_left_to_the_app() -> None:
