@@ -29,12 +29,12 @@ from prometheus_client import generate_latest
 from ztunnel import tls
 from ztunnel.admin import serve_http
 from ztunnel.config import LoadedConfig, ProxySettings, load_config
-from ztunnel.errors import ConfigError, Denied, ProxyError
+from ztunnel.errors import ConfigError, Denied, ProxyError, UnknownSource
 from ztunnel.hbone import HboneConnection, HttpStatusError, StreamCtx
 from ztunnel.identity import Identity
 from ztunnel.inbound import check_rbac, decide_connect, decide_plaintext
 from ztunnel.lb import LoadBalancers
-from ztunnel.outbound import Request, RequestType, build_request
+from ztunnel.outbound import Pick, Plan, Request, RequestType, plan_request
 from ztunnel.pool import HbonePool, PoolKey
 from ztunnel.rbac import ConnInfo
 from ztunnel.socks5 import SocksError, SocksParser
@@ -245,6 +245,17 @@ class _Relay:
             t.abort()
 
 
+@dataclass(frozen=True)
+class _Route:
+    """What connections from one client IP to one destination (and endpoint) share: derived once per state."""
+
+    source: Workload
+    req: Request
+    labels: dict[str, str]
+    hbone: bool
+    pool_key: PoolKey
+
+
 @dataclass
 class _Live:
     """A live inbound connection, re-checked when policies change."""
@@ -276,6 +287,10 @@ class Ztunnel:
         self.state = loaded.state
         self.lbs = LoadBalancers(impl.RoundRobin)
         self.lbs.update(self.state)
+        self._routes_state: ProxyState | None = None  # the state (and listeners) the two caches below are for
+        self._routes_listeners: frozenset[tuple[IPAddr, int]] | None = None
+        self._plans: dict[tuple[str, tuple[IPAddr, int]], tuple[Workload, Plan]] = {}
+        self._routes: dict[tuple[int, str], _Route] = {}
         self.metrics = Metrics()
         self.pool = HbonePool(self._dial, self.settings.pool_max_streams)
         self.xds_target = xds or self.settings.xds
@@ -534,12 +549,73 @@ class Ztunnel:
             log_out.exception("connection failed dst.addr=%s: internal error", _fmt(dst))
             held.transport.abort()
 
+    def _route(self, peer_ip: str, src_ip: IPAddr, dst: tuple[IPAddr, int]) -> _Route:
+        """The decision for one captured connection, from caches that live as long as the state: the pure part
+        (`plan_request`) once per (client IP, destination), the derived labels and pool key once per endpoint;
+        only the round-robin pick runs per connection. Raises ProxyError (never cached)."""
+        state = self.state
+        if self._routes_state is not state or self._routes_listeners is not self._listener_addrs:
+            self._plans.clear()
+            self._routes.clear()
+            self._routes_state, self._routes_listeners = state, self._listener_addrs
+        key = (peer_ip, dst)
+        hit = self._plans.get(key)
+        if hit is None:
+            source = self.source_workload(src_ip)
+            if source is None:
+                raise UnknownSource("unknown source workload")
+            plan = plan_request(
+                state,
+                source,
+                dst,
+                local_node=self.settings.node,
+                listener_addrs=self._listener_addrs,
+                hbone_port=self.settings.hbone_port,
+            )
+            if len(self._plans) >= 4096:
+                self._plans.clear()
+                self._routes.clear()
+            hit = self._plans[key] = (source, plan)
+        source, plan = hit
+        if isinstance(plan, Pick):
+            endpoint = self.lbs.pick(state, plan.service)
+            rkey = (id(plan), endpoint.uid if endpoint is not None else "")
+        else:
+            endpoint, rkey = None, (id(plan), "")
+        route = self._routes.get(rkey)
+        if route is None:
+            req = plan.finish(endpoint) if isinstance(plan, Pick) else plan
+            route = self._routes[rkey] = self._derive_route(source, req)
+        return route
+
+    def _derive_route(self, source: Workload, req: Request) -> _Route:
+        hbone = req.protocol is Protocol.HBONE
+        labels = traffic_labels(
+            reporter="source",
+            src=source,
+            src_identity=source.identity if hbone else None,
+            dst=req.dst_workload,
+            dst_identity=req.dst_workload.identity if (hbone and req.dst_workload) else None,
+            service=req.dst_service,
+            mtls=hbone,
+        )
+        # inpod mode dials from inside the pod's netns, so the HBONE connection's source is the pod IP:
+        # on loopback we bind to the source workload's IP to get the same picture.
+        src_ip = (
+            source.ips[0]
+            if source.ips
+            else ipaddress.ip_address(self.settings.outbound[0] if self.settings.outbound else "127.0.0.1")
+        )
+        pool_key: PoolKey = (str(source.identity), req.upstream_sans, req.gateway, src_ip)
+        return _Route(source, req, labels, hbone, pool_key)
+
     def _outbound(self, held: _Held, dst: tuple[IPAddr, int]) -> None:
         t = held.transport
         peer = t.get_extra_info("peername")
         src = (_ip(peer[0]), peer[1])
-        source = self.source_workload(src[0])
-        if source is None:
+        try:
+            route = self._route(peer[0], src[0], dst)
+        except UnknownSource:
             log_out.warning(
                 'connection failed src.addr=%s dst.addr=%s direction="outbound" error="unknown source workload"',
                 _fmt(src),
@@ -547,17 +623,6 @@ class Ztunnel:
             )
             t.abort()
             return
-        state = self.state
-        try:
-            req = build_request(
-                state,
-                self.lbs,
-                source,
-                dst,
-                local_node=self.settings.node,
-                listener_addrs=self._listener_addrs,
-                hbone_port=self.settings.hbone_port,
-            )
         except ProxyError as e:
             log_out.warning(
                 'connection failed src.addr=%s dst.addr=%s direction="outbound" error="%s"',
@@ -568,7 +633,7 @@ class Ztunnel:
             self.metrics.conn_failed(
                 traffic_labels(
                     reporter="source",
-                    src=source,
+                    src=self.source_workload(src[0]),
                     src_identity=None,
                     dst=None,
                     dst_identity=None,
@@ -578,19 +643,9 @@ class Ztunnel:
             )
             t.abort()
             return
+        source, req, labels = route.source, route.req, route.labels
         if log_out.isEnabledFor(logging.INFO):
             log_out.info(req.log_line())
-        hbone = req.protocol is Protocol.HBONE
-        dst_id = req.dst_workload.identity if (hbone and req.dst_workload) else None
-        labels = traffic_labels(
-            reporter="source",
-            src=source,
-            src_identity=source.identity if hbone else None,
-            dst=req.dst_workload,
-            dst_identity=dst_id,
-            service=req.dst_service,
-            mtls=hbone,
-        )
         self.metrics.conn_opened(labels)
         started = time.monotonic()
 
@@ -598,9 +653,9 @@ class Ztunnel:
             self.metrics.conn_closed(labels, received, sent)
             self._access("outbound", src, req.gateway, req, source, received, sent, started, error)
 
-        if hbone and req.request_type is not RequestType.DIRECT_LOCAL:
-            self._outbound_hbone(held, src, source, req, labels, finish)
-        elif hbone:
+        if route.hbone and req.request_type is not RequestType.DIRECT_LOCAL:
+            self._outbound_hbone(held, src, route, finish)
+        elif route.hbone:
             self.spawn(self._outbound_local(held, src, source, req, labels, finish))
         else:
             self.spawn(self._outbound_tcp(held, req.destination, labels, finish))
@@ -650,22 +705,9 @@ class Ztunnel:
         return conn
 
     def _outbound_hbone(
-        self,
-        held: _Held,
-        src: tuple[IPAddr, int],
-        source: Workload,
-        req: Request,
-        labels: dict[str, str],
-        finish: Callable[[int, int, str | None], None],
+        self, held: _Held, src: tuple[IPAddr, int], route: _Route, finish: Callable[[int, int, str | None], None]
     ) -> None:
-        # inpod mode dials from inside the pod's netns, so the HBONE connection's source is the pod IP:
-        # on loopback we bind to the source workload's IP to get the same picture.
-        src_ip = (
-            source.ips[0]
-            if source.ips
-            else ipaddress.ip_address(self.settings.outbound[0] if self.settings.outbound else "127.0.0.1")
-        )
-        key: PoolKey = (str(source.identity), req.upstream_sans, req.gateway, src_ip)
+        source, req, labels, key = route.source, route.req, route.labels, route.pool_key
         conn = self.pool.take(key)
         if conn is None:
             self.spawn(self._dial_then_connect(key, held, src, source, req, labels, finish))

@@ -45,3 +45,7 @@ class ConfigError(ValueError):
         self.where = where
         self.field = field
         self.problem = problem
+
+
+class UnknownSource(ProxyError):
+    """A captured connection from an address that is not a workload of this node (and no default is set)."""

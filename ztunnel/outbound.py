@@ -7,6 +7,7 @@ same node → local fast path → HBONE (captured endpoint) or plain TCP → unk
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -54,31 +55,46 @@ def _sans(svc: Service | None, wl: Workload) -> tuple[str, ...]:
     return tuple(dict.fromkeys(sans))
 
 
+@dataclass(frozen=True)
+class Pick:
+    """The part of a decision that depends on a load-balancer pick: pick an endpoint of `service`, then
+    `finish(endpoint)` gives the Request (or raises). Everything before it is a pure function of the state."""
+
+    service: Service
+    finish: Callable[[Workload | None], Request]
+
+
+Plan = Request | Pick
+
+
 def _to_waypoint(
     state: ProxyState,
-    lbs: LoadBalancers,
     wp: Waypoint,
     source: Workload,
     original: tuple[IPAddr, int],
     dst_service: Service | None,
     dst_workload: Workload | None,
-) -> Request:
+) -> Plan:
     wsvc, wwl = state.resolve_waypoint(wp, source.namespace)
-    if wsvc is not None:
-        wwl = lbs.pick(state, wsvc)
-        if wwl is None:
+
+    def via(waypoint: Workload | None) -> Request:
+        if waypoint is None and wsvc is not None:
             raise NoHealthyUpstream(f"no healthy waypoint endpoint for {wsvc.hostname}")
-    if wwl is None or not wwl.ips:
-        raise Unavailable(f"unknown waypoint {wp}")
-    return Request(
-        Protocol.HBONE,
-        RequestType.TO_SERVER_WAYPOINT,
-        (wwl.ips[0], wp.hbone_port),
-        original,
-        _sans(wsvc, wwl),
-        dst_workload,
-        dst_service,
-    )
+        if waypoint is None or not waypoint.ips:
+            raise Unavailable(f"unknown waypoint {wp}")
+        return Request(
+            Protocol.HBONE,
+            RequestType.TO_SERVER_WAYPOINT,
+            (waypoint.ips[0], wp.hbone_port),
+            original,
+            _sans(wsvc, waypoint),
+            dst_workload,
+            dst_service,
+        )
+
+    if wsvc is not None:
+        return Pick(wsvc, via)
+    return via(wwl)
 
 
 def _from_waypoint(state: ProxyState, source: Workload, wp: Waypoint) -> bool:
@@ -91,41 +107,49 @@ def _from_waypoint(state: ProxyState, source: Workload, wp: Waypoint) -> bool:
     return False
 
 
-def build_request(
+def plan_request(
     state: ProxyState,
-    lbs: LoadBalancers,
     source: Workload,
     dst: tuple[IPAddr, int],
     *,
     local_node: str,
     listener_addrs: frozenset[tuple[IPAddr, int]] = frozenset(),
     hbone_port: int = 15008,
-) -> Request:
+) -> Plan:
+    """The decision up to the load-balancer pick: a Request, or a Pick to finish per connection. Pure, so the
+    caller may cache it per (state, source, destination)."""
     ip, port = dst
     if (ip, port) in listener_addrs or (ip.is_loopback and port in ILLEGAL_PORTS and (ip, port) in listener_addrs):
         raise SelfCall(f"self call to {ip}:{port}")
 
-    svc: Service | None = None
     upstream: Workload | None = state.find_workload(ip)
-    target_port = port
     if upstream is None:
         svc = state.find_service(ip, source.namespace)
         if svc is None:
             return Request(Protocol.TCP, RequestType.PASSTHROUGH, dst, dst)
         if svc.waypoint is not None and not _from_waypoint(state, source, svc.waypoint):
-            return _to_waypoint(state, lbs, svc.waypoint, source, dst, svc, None)
+            return _to_waypoint(state, svc.waypoint, source, dst, svc, None)
         if port not in svc.ports:
             raise NoHealthyUpstream(f"service {svc.hostname} has no port {port}")
-        upstream = lbs.pick(state, svc)
-        if upstream is None:
-            raise NoHealthyUpstream(f"no healthy upstream for {svc.hostname}:{port}")
-        tp = state.target_port(svc, upstream, port)
-        if tp is None:
-            raise NoHealthyUpstream(f"no target port for {svc.hostname}:{port} on {upstream.name}")
-        target_port = tp
-    elif upstream.waypoint is not None and not _from_waypoint(state, source, upstream.waypoint):
-        return _to_waypoint(state, lbs, upstream.waypoint, source, dst, None, upstream)
+        service = svc
 
+        def to_endpoint(endpoint: Workload | None) -> Request:
+            if endpoint is None:
+                raise NoHealthyUpstream(f"no healthy upstream for {service.hostname}:{port}")
+            tp = state.target_port(service, endpoint, port)
+            if tp is None:
+                raise NoHealthyUpstream(f"no target port for {service.hostname}:{port} on {endpoint.name}")
+            return _direct(endpoint, ip, tp, service, local_node, hbone_port)
+
+        return Pick(service, to_endpoint)
+    if upstream.waypoint is not None and not _from_waypoint(state, source, upstream.waypoint):
+        return _to_waypoint(state, upstream.waypoint, source, dst, None, upstream)
+    return _direct(upstream, ip, port, None, local_node, hbone_port)
+
+
+def _direct(
+    upstream: Workload, ip: IPAddr, target_port: int, svc: Service | None, local_node: str, hbone_port: int
+) -> Request:
     up_ip = ip if ip in upstream.ips else upstream.ips[0]
     if upstream.protocol is Protocol.HBONE:
         rtype = RequestType.DIRECT_LOCAL if local_node and upstream.node == local_node else RequestType.DIRECT
@@ -139,3 +163,26 @@ def build_request(
             svc,
         )
     return Request(Protocol.TCP, RequestType.DIRECT, (up_ip, target_port), (up_ip, target_port), (), upstream, svc)
+
+
+def resolve(plan: Plan, state: ProxyState, lbs: LoadBalancers) -> Request:
+    """Finish a plan for one connection: pick (round robin, fair under concurrency) where the plan says so."""
+    if isinstance(plan, Request):
+        return plan
+    return plan.finish(lbs.pick(state, plan.service))
+
+
+def build_request(
+    state: ProxyState,
+    lbs: LoadBalancers,
+    source: Workload,
+    dst: tuple[IPAddr, int],
+    *,
+    local_node: str,
+    listener_addrs: frozenset[tuple[IPAddr, int]] = frozenset(),
+    hbone_port: int = 15008,
+) -> Request:
+    plan = plan_request(
+        state, source, dst, local_node=local_node, listener_addrs=listener_addrs, hbone_port=hbone_port
+    )
+    return resolve(plan, state, lbs)

@@ -12,7 +12,7 @@ from ztunnel.errors import BadRequest, Denied, NoHealthyUpstream, SelfCall, Unav
 from ztunnel.identity import Identity
 from ztunnel.inbound import decide_connect, decide_plaintext, parse_authority
 from ztunnel.lb import LoadBalancers
-from ztunnel.outbound import Request, RequestType, build_request
+from ztunnel.outbound import Pick, Request, RequestType, build_request, plan_request, resolve
 from ztunnel.rbac import ConnInfo, authorize
 from ztunnel.state import (
     Action,
@@ -172,6 +172,34 @@ def test_outbound_round_robin_is_fair_under_concurrency_and_survives_a_push() ->
     picks = [outbound("10.96.0.10", 80, st2, lbs=lbs).destination[0] for _ in range(10)]
     assert set(picks) == {ip("10.0.1.1")}
 
+
+
+@pytest.mark.parametrize(
+    ("dst", "port", "picks"),
+    [
+        pytest.param("10.96.0.10", 80, "echo.default.svc.cluster.local", id="service_vip_picks_an_endpoint"),
+        pytest.param("10.96.0.20", 9080, "waypoint.default.svc.cluster.local", id="waypoint_service_picks_a_replica"),
+        pytest.param("10.0.1.1", 8080, None, id="pod_ip_needs_no_pick"),
+        pytest.param("10.0.4.1", 9080, "waypoint.default.svc.cluster.local", id="pod_waypoint_service_picks_a_replica"),
+        pytest.param("192.0.2.1", 80, None, id="passthrough_needs_no_pick"),
+    ],
+)
+def test_plan_leaves_only_the_round_robin_pick_per_connection(dst: str, port: int, picks: str | None) -> None:
+    """The cacheable part of a decision, and the per-connection pick, give what build_request gives."""
+    st = state()
+    plan = plan_request(st, SLEEP, (ip(dst), port), local_node="node-a")
+    if picks is None:
+        assert isinstance(plan, Request)
+    else:
+        assert isinstance(plan, Pick) and plan.service.hostname == picks
+    assert resolve(plan, st, LoadBalancers(reference.RoundRobin)) == outbound(dst, port, st)
+
+
+def test_plan_for_a_service_without_endpoints_fails_at_the_pick() -> None:
+    st = ProxyState([SLEEP], [ECHO_SVC])
+    plan = plan_request(st, SLEEP, (ip("10.96.0.10"), 80), local_node="node-a")
+    with pytest.raises(NoHealthyUpstream):
+        resolve(plan, st, LoadBalancers(reference.RoundRobin))
 
 # ------------------------------------------------------------------------------------------------ inbound
 SLEEP_ID = Identity("cluster.local", "default", "sleep")
