@@ -707,42 +707,32 @@ class Ztunnel:
     def _outbound_hbone(
         self, held: _Held, src: tuple[IPAddr, int], route: _Route, finish: Callable[[int, int, str | None], None]
     ) -> None:
-        source, req, labels, key = route.source, route.req, route.labels, route.pool_key
-        conn = self.pool.take(key)
+        conn = self.pool.take(route.pool_key)
         if conn is None:
-            self.spawn(self._dial_then_connect(key, held, src, source, req, labels, finish))
+            self.spawn(self._dial_then_connect(held, src, route, finish))
         else:
-            self._connect_stream(conn, held, src, source, req, labels, finish)
+            self._connect_stream(conn, held, src, route, finish)
 
     async def _dial_then_connect(
-        self,
-        key: PoolKey,
-        held: _Held,
-        src: tuple[IPAddr, int],
-        source: Workload,
-        req: Request,
-        labels: dict[str, str],
-        finish: Callable[[int, int, str | None], None],
+        self, held: _Held, src: tuple[IPAddr, int], route: _Route, finish: Callable[[int, int, str | None], None]
     ) -> None:
         try:
-            conn = await self.pool.checkout(key)
+            conn = await self.pool.checkout(route.pool_key)
         except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as e:
-            self._fail_out(held.transport, labels, "CONNECT", finish, str(e))
+            self._fail_out(held.transport, route.labels, "CONNECT", finish, str(e))
             return
-        self._connect_stream(conn, held, src, source, req, labels, finish)
+        self._connect_stream(conn, held, src, route, finish)
 
     def _connect_stream(
         self,
         conn: HboneConnection,
         held: _Held,
         src: tuple[IPAddr, int],
-        source: Workload,
-        req: Request,
-        labels: dict[str, str],
+        route: _Route,
         finish: Callable[[int, int, str | None], None],
     ) -> None:
         """Send the CONNECT on a checked-out connection; the response (or its failure) attaches the client."""
-        t = held.transport
+        t, req, labels = held.transport, route.req, route.labels
 
         def done(ctx: StreamCtx, exc: BaseException | None) -> None:
             self.pool.release(conn)
@@ -763,7 +753,7 @@ class Ztunnel:
 
         try:
             conn.start_stream(
-                req.authority, self._hbone_headers(src, source, req), self.settings.connect_timeout, on_response
+                req.authority, self._hbone_headers(src, route.source, req), self.settings.connect_timeout, on_response
             )
         except ConnectionError as e:
             self.pool.release(conn)

@@ -187,11 +187,7 @@ class HboneConnection:
                     self._dispatch(h2ev)
                 self._flush_h2()
             elif kind == h2s.EV_REJECT:
-                _, sid, code, reason = ev
-                log.warning('stream failed peer=%s stream=%d error="http2: %s"', self.peer, sid, reason)
-                self.pump.send_raw(h2s.rst_stream(sid, code))
-                if sid in self.streams:
-                    self._on_reset(sid, code)
+                self._reject(ev[1], ev[2], ev[3])
             else:  # EV_ERROR
                 _, code, reason = ev
                 log.warning('connection failed peer=%s error="http2 protocol error: %s"', self.peer, reason)
@@ -255,7 +251,7 @@ class HboneConnection:
         if ctx.on_response is not None:
             status = next((v for k, v in headers if k == ":status"), "")
             if not (len(status) == 3 and status.isdigit()):
-                self._reject(sid, f"response :status {status!r}")
+                self._reject(sid, h2s.PROTOCOL_ERROR, f"response :status {status!r}")
                 return
             if status[0] == "1" and not end:
                 return  # informational; the final response follows
@@ -286,17 +282,19 @@ class HboneConnection:
         self._finish(sid, None)
         self._response(ctx, TimeoutError("no response to CONNECT"))
 
-    def _reject(self, sid: int, reason: str) -> None:
+    def _reject(self, sid: int, code: int, reason: str) -> None:
+        """A stream error: RST_STREAM with `code`, and the stream (if we track it) ends as if the peer reset it."""
         log.warning('stream failed peer=%s stream=%d error="http2: %s"', self.peer, sid, reason)
-        self.pump.send_raw(h2s.rst_stream(sid, h2s.PROTOCOL_ERROR))
-        self._on_reset(sid, h2s.PROTOCOL_ERROR)
+        self.pump.send_raw(h2s.rst_stream(sid, code))
+        self._on_reset(sid, code)
 
     def _on_reset(self, sid: int, code: int) -> None:
         ctx = self.streams.get(sid)
         if ctx is None:
             return
         self._finish(sid, None)
-        self._response(ctx, ConnectionResetError(f"stream reset: {_error_name(code)}"))
+        if ctx.on_response is not None:  # only a stream still waiting for its response needs the error
+            self._response(ctx, ConnectionResetError(f"stream reset: {_error_name(code)}"))
         if ctx.transport is not None:
             # RST_STREAM NO_ERROR/CANCEL is EOF; anything else is an error
             if code in (h2s.NO_ERROR, h2s.CANCEL):
@@ -382,9 +380,7 @@ class HboneConnection:
         except asyncio.CancelledError:
             ctx = self.streams.get(sid)
             if ctx is not None and ctx.on_response is not None:
-                ctx.on_response = None
-                if ctx.timer is not None:
-                    ctx.timer.cancel()
+                ctx.on_response = None  # nobody waits any more; _finish cancels the deadline
                 self._reset(sid)
                 self._finish(sid, None)
             raise
