@@ -19,10 +19,12 @@ build: install
 	$(BIN)/python setup.py -q build_ext --inplace
 
 # Debian tools the ztunnel tests and benchmarks drive: iptables (capture in network namespaces),
-# iproute2 (`ip netns`), iperf3 (throughput anchor). Installed once; needs root, as CI has.
+# iproute2 (`ip netns`), iperf3 (throughput anchor), gcc + OpenSSL headers (the benchmarks' C load generator
+# and ceiling relays). Installed once; needs root, as CI has.
 system-deps:
-	@command -v iptables >/dev/null && command -v iperf3 >/dev/null && command -v ip >/dev/null || \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables iproute2 iperf3)
+	@command -v iptables >/dev/null && command -v iperf3 >/dev/null && command -v ip >/dev/null && \
+	  command -v gcc >/dev/null && test -f /usr/include/openssl/ssl.h || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables iproute2 iperf3 gcc libssl-dev)
 
 # kube-apiserver, etcd and kubectl for the `kube` tests, built once into ~/.cache/pyambient/.
 kube-tools:

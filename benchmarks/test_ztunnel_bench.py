@@ -6,6 +6,9 @@ performance-anchors.md: client + its proxy on core 0, server + its proxy on core
 - ours:   client → 10.96.0.10:port (iptables DNAT → ztunnel A :15001, SO_ORIGINAL_DST) → HBONE
           → ztunnel B :15008 → server
 - anchor: client → Envoy A (tcp_proxy + tunneling_config) → HBONE → Envoy B :15008 (CONNECT terminator) → server
+- ceilings (bulk only): client → C relay A → C relay B → server (benchmarks/ceiling_relay.c), once without TLS
+          (the kernel's share of any proxy pair: socket copies and wake-ups) and once with OpenSSL TLS 1.3 and no
+          HTTP/2 — what this machine allows a proxy pair, reported beside the targets rather than as one
 
 Same certificates (one CA, SPIFFE leaves for sleep and echo) for both. Measurements: `tput1`/`tput4` (iperf3, Gbit/s),
 `rr` (1-byte ping-pong on one connection, round trips/s), `crr` (connect + 1 byte + reply + close, conns/s), each a
@@ -180,7 +183,9 @@ class Bench:
                     p.wait()
 
 
-def _measure(b: Bench, target: tuple[str, int, int], loadgen: Path, proxies: list[int]) -> dict[str, Any]:
+def _measure(
+    b: Bench, target: tuple[str, int, int], loadgen: Path, proxies: list[int], bulk_only: bool = False
+) -> dict[str, Any]:
     """target: (ip, iperf port, echo port) as the client sees them."""
     ip, iperf_port, echo_port = target
     out: dict[str, Any] = {}
@@ -217,6 +222,8 @@ def _measure(b: Bench, target: tuple[str, int, int], loadgen: Path, proxies: lis
         bps = res["end"]["sum_received"]["bits_per_second"]
         gbytes = res["end"]["sum_received"]["bytes"] / 1e9
         out[f"tput{streams}"] = {"value": bps / 1e9, "unit": "Gbit/s", "cpu_s_per_gb": cpu / max(gbytes, 1e-9)}
+    if bulk_only:
+        return out
     cpu0 = _cpu_seconds(proxies)
     rr = json.loads(b.run(CLIENT_CPU, [str(loadgen), "rr", ip, str(echo_port), str(SECONDS)]))
     cpu = _cpu_seconds(proxies) - cpu0
@@ -238,6 +245,13 @@ PAIRS = {  # name -> (node A ip, node B ip, VIP), each ztunnel pair with its own
     "ztunnel-python": (f"{NET}.4", f"{NET}.5", "10.96.0.11"),
 }
 ENVOY_A, ENVOY_B = f"{NET}.6", f"{NET}.7"
+# Ceilings for bulk throughput (benchmarks/ceiling_relay.c): C relay pairs, A on the client's core, B on the server's,
+# with their own backends. name -> (A ip, B ip, backend ip, mode of A, mode of B, needs TLS)
+CEILINGS = {
+    "ceiling-c-plain": (f"{NET}.8", f"{NET}.9", f"{NET}.10", "plain", "plain", False),
+    "ceiling-c-openssl": (f"{NET}.11", f"{NET}.12", f"{NET}.13", "tls-client", "tls-server", True),
+}
+CEILING_PORT_OFFSET = 10000  # B listens on the backend's port + this
 
 
 def _dnat(ns: NetNS, vip: str, to: str) -> None:
@@ -374,6 +388,34 @@ def _envoy_pair(b: Bench, tmp: Path, certs: dict[str, Any]) -> list[subprocess.P
     return procs
 
 
+def _build_ceiling_relay(tmp: Path) -> tuple[Path, bool]:
+    """(binary, has TLS): with OpenSSL when its headers are there (Makefile `system-deps` installs them)."""
+    binary, src = tmp / "ceiling_relay", ROOT / "benchmarks" / "ceiling_relay.c"
+    tls = subprocess.run(
+        ["gcc", "-O2", "-pthread", "-DWITH_TLS", "-o", str(binary), str(src), "-lssl", "-lcrypto"], capture_output=True
+    )
+    if tls.returncode == 0:
+        return binary, True
+    subprocess.run(["gcc", "-O2", "-pthread", "-o", str(binary), str(src)], check=True)
+    return binary, False
+
+
+def _ceiling_pair(b: Bench, name: str, relay: Path, certs: dict[str, Any]) -> list[subprocess.Popen[bytes]]:
+    a_ip, b_ip, backend, a_mode, b_mode, tls = CEILINGS[name]
+    procs = []
+    for port in (IPERF_PORT, ECHO_PORT):
+        relay_port = port + CEILING_PORT_OFFSET
+        b_cmd = [str(relay), b_mode, b_ip, str(relay_port), backend, str(port)]
+        a_cmd = [str(relay), a_mode, a_ip, str(port), b_ip, str(relay_port)]
+        if tls:
+            b_cmd += [certs["echo"]["cert"], certs["echo"]["key"], certs["root"]]
+            a_cmd += [certs["sleep"]["cert"], certs["sleep"]["key"], certs["root"]]
+        procs.append(b.start(SERVER_CPU, b_cmd, f"{name}-b-{port}.log", ready="ready"))
+        procs.append(b.start(CLIENT_CPU, a_cmd, f"{name}-a-{port}.log", ready="ready"))
+    _wait(b, certs["loadgen"], a_ip, ECHO_PORT, name)
+    return procs
+
+
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Bench, dict[str, Any]]]:
     """All three pairs up at once (idle ones cost nothing), so measurements can be interleaved."""
@@ -404,6 +446,14 @@ def pairs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Bench, dic
         ps = _envoy_pair(b, tmp, certs)
         targets["envoy"] = (ENVOY_A, 15001, 15002)
         procs["envoy"] = [p.pid for p in ps]
+        relay, relay_tls = _build_ceiling_relay(tmp)
+        for name, (a_ip, _b_ip, backend, _a_mode, _b_mode, tls) in CEILINGS.items():
+            if tls and not relay_tls:
+                continue
+            _backends(b, backend, loadgen)
+            ps = _ceiling_pair(b, name, relay, certs)
+            targets[name] = (a_ip, IPERF_PORT, ECHO_PORT)
+            procs[name] = [p.pid for p in ps]
         yield b, {"targets": targets, "procs": procs, "loadgen": loadgen}
     finally:
         b.stop()
@@ -411,12 +461,13 @@ def pairs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Bench, dic
 
 
 def test_ztunnel_pairs_vs_envoy_hbone_pair(pairs: tuple[Bench, dict[str, Any]]) -> None:
-    """ROUNDS interleaved rounds (envoy, cython, python for each metric), median per pair and metric."""
+    """ROUNDS interleaved rounds (every pair in turn), median per pair and metric; the ceilings run bulk only."""
     b, env = pairs
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in env["targets"]}
     for _ in range(ROUNDS):
         for name, target in env["targets"].items():
-            runs[name].append(_measure(b, target, env["loadgen"], env["procs"][name]))
+            bulk_only = name in CEILINGS
+            runs[name].append(_measure(b, target, env["loadgen"], env["procs"][name], bulk_only))
     for name, results in runs.items():
         merged: dict[str, Any] = {}
         for metric in results[0]:
