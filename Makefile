@@ -32,7 +32,7 @@ kube-tools:
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy --no-error-summary waypoint ztunnel xds pyambient _core
+	$(BIN)/mypy --no-error-summary waypoint ztunnel xds pyambient _core tests benchmarks
 
 test: build system-deps kube-tools lint
 	$(BIN)/pytest

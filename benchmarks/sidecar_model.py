@@ -8,6 +8,7 @@ pod's inbound listener/cluster. Names follow Istio's (`outbound|80||h`, `inbound
 
 from __future__ import annotations
 
+import betterproto2
 from envoy_data_plane.envoy.config.cluster.v3 import Cluster, ClusterDiscoveryType, ClusterEdsClusterConfig
 from envoy_data_plane.envoy.config.core.v3 import CidrRange, TransportSocket
 from envoy_data_plane.envoy.config.endpoint.v3 import ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints
@@ -22,9 +23,14 @@ from xds.envoy.common import ads, mtls_context, pack, seconds, socket_address
 from xds.mesh.model import Mesh, Workload
 from xds.snapshot import Snapshot
 
+Named = list[tuple[str, betterproto2.Message]]
 
-def _shared(mesh: Mesh) -> dict[str, list[tuple[str, object]]]:
-    clusters, endpoints, chains, routes = [], [], [], {}
+
+def _shared(mesh: Mesh) -> dict[str, Named]:
+    clusters: Named = []
+    endpoints: Named = []
+    chains: list[FilterChain] = []
+    routes: dict[str, RouteConfiguration] = {}
     tls = TransportSocket(
         name="tls", typed_config=pack(UpstreamTlsContext(common_tls_context=mtls_context(mesh.trust_domain)))
     )
@@ -45,6 +51,8 @@ def _shared(mesh: Mesh) -> dict[str, list[tuple[str, object]]]:
                 )
             )
             for ep in eps:
+                assert ep.endpoint is not None and ep.endpoint.address is not None
+                assert ep.endpoint.address.socket_address is not None
                 ep.endpoint.address.socket_address.port_value = port.target_port
             endpoints.append(
                 (name, ClusterLoadAssignment(cluster_name=name, endpoints=[LocalityLbEndpoints(lb_endpoints=eps)]))
@@ -99,7 +107,7 @@ def _shared(mesh: Mesh) -> dict[str, list[tuple[str, object]]]:
     }
 
 
-def sidecar_snapshot(mesh: Mesh, pod: Workload, shared: dict[str, list[tuple[str, object]]] | None = None) -> Snapshot:
+def sidecar_snapshot(mesh: Mesh, pod: Workload, shared: dict[str, Named] | None = None) -> Snapshot:
     shared = shared or _shared(mesh)
     inbound = Listener(
         name="virtualInbound",
@@ -117,13 +125,13 @@ def sidecar_snapshot(mesh: Mesh, pod: Workload, shared: dict[str, list[tuple[str
     )
     return Snapshot.build(
         {
-            resources.CLUSTER: shared["clusters"] + [("inbound|8080||", Cluster(name="inbound|8080||"))],  # type: ignore[list-item]
-            resources.ENDPOINT: shared["endpoints"],  # type: ignore[dict-item]
-            resources.LISTENER: shared["listeners"] + [("virtualInbound", inbound)],  # type: ignore[list-item]
-            resources.ROUTE: shared["routes"],  # type: ignore[dict-item]
+            resources.CLUSTER: shared["clusters"] + [("inbound|8080||", Cluster(name="inbound|8080||"))],
+            resources.ENDPOINT: shared["endpoints"],
+            resources.LISTENER: shared["listeners"] + [("virtualInbound", inbound)],
+            resources.ROUTE: shared["routes"],
         }
     )
 
 
-def shared_sidecar_parts(mesh: Mesh) -> dict[str, list[tuple[str, object]]]:
+def shared_sidecar_parts(mesh: Mesh) -> dict[str, Named]:
     return _shared(mesh)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import socket
 import ssl
@@ -67,7 +68,7 @@ def mesh(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     m = Mesh(control, envoys, terminators, ca)
     try:
         for envoy in envoys.values():
-            wait_until(lambda e=envoy: m.acked_everything(e), what=f"{envoy.node.node_id} ACKs every type")
+            wait_until(functools.partial(m.acked_everything, envoy), what=f"{envoy.node.node_id} ACKs every type")
         yield m
     finally:
         for envoy in envoys.values():

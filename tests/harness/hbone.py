@@ -14,6 +14,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import h2.config
 import h2.connection
@@ -21,6 +22,11 @@ import h2.events
 import h2.exceptions
 
 from xds.ca import IssuedCertificate, uri_sans
+
+
+def text_headers(headers: Any) -> list[tuple[str, str]]:
+    """h2 events' headers as text: with `header_encoding="utf-8"` h2 decodes them, its stubs still say bytes."""
+    return [(k if isinstance(k, str) else k.decode(), v if isinstance(v, str) else v.decode()) for k, v in headers]
 
 MAX_READ = 65536
 
@@ -106,7 +112,7 @@ class HboneClient:
                 return ConnectResult(status, bytes(body), reset=True)
             for event in self.conn.receive_data(data):
                 if isinstance(event, h2.events.ResponseReceived) and event.stream_id == stream_id:
-                    status = int(dict(event.headers)[":status"])
+                    status = int(dict(text_headers(event.headers))[":status"])
                     if status == 200 and method == "CONNECT" and not sent:
                         self.conn.send_data(stream_id, payload)
                         sent = True
@@ -214,9 +220,10 @@ class HboneTerminator:
                     events = conn.receive_data(data)
                     for event in events:
                         if isinstance(event, h2.events.RequestReceived):
-                            headers = dict(event.headers)
+                            fields = text_headers(event.headers)
+                            headers = dict(fields)
                             authority = headers.get(":authority", "")
-                            self.records.append(TunnelRecord(identity, authority, tuple(event.headers)))
+                            self.records.append(TunnelRecord(identity, authority, tuple(fields)))
                             if headers.get(":method") != "CONNECT":
                                 conn.send_headers(event.stream_id, [(":status", "405")], end_stream=True)
                                 continue
@@ -231,20 +238,20 @@ class HboneTerminator:
                             threading.Thread(target=pump, args=(event.stream_id, upstream), daemon=True).start()
                         elif isinstance(event, h2.events.DataReceived):
                             conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-                            upstream = upstreams.get(event.stream_id)
-                            if upstream is not None:
-                                upstream.sendall(event.data)
+                            target = upstreams.get(event.stream_id)
+                            if target is not None:
+                                target.sendall(event.data)
                         elif isinstance(event, h2.events.StreamEnded):
-                            upstream = upstreams.get(event.stream_id)
-                            if upstream is not None:
+                            target = upstreams.get(event.stream_id)
+                            if target is not None:
                                 try:
-                                    upstream.shutdown(socket.SHUT_WR)
+                                    target.shutdown(socket.SHUT_WR)
                                 except OSError:
                                     pass
                         elif isinstance(event, h2.events.StreamReset):
-                            upstream = upstreams.pop(event.stream_id, None)
-                            if upstream is not None:
-                                upstream.close()
+                            gone = upstreams.pop(event.stream_id, None)
+                            if gone is not None:
+                                gone.close()
                         elif isinstance(event, h2.events.WindowUpdated):
                             window_open.notify_all()
                     sock.sendall(conn.data_to_send())

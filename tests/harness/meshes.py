@@ -48,9 +48,9 @@ def waypoint(
     *,
     for_service_account: str | None = None,
     listeners: list[dict[str, Any]] | None = None,
-    **labels: str,
+    labels: dict[str, str] | None = None,
 ) -> Obj:
-    meta: Obj = {"name": name, "namespace": ns, "labels": dict(labels)}
+    meta: Obj = {"name": name, "namespace": ns, "labels": dict(labels or {})}
     if for_service_account:
         meta["annotations"] = {"istio.io/for-service-account": for_service_account}
     return {

@@ -93,7 +93,7 @@ CASES = [
         [
             labelled("ns", **{"istio.io/use-waypoint": "wp"}),
             *web(),
-            waypoint("ns", "wp", **{"istio.io/waypoint-for": "workload"}),
+            waypoint("ns", "wp", labels={"istio.io/waypoint-for": "workload"}),
         ],
         workload_waypoint="ns/wp",
     ),
@@ -102,7 +102,7 @@ CASES = [
         [
             labelled("ns", **{"istio.io/use-waypoint": "wp"}),
             *web(),
-            waypoint("ns", "wp", **{"istio.io/waypoint-for": "all"}),
+            waypoint("ns", "wp", labels={"istio.io/waypoint-for": "all"}),
         ],
         service_waypoint="ns/wp",
         workload_waypoint="ns/wp",
@@ -113,7 +113,7 @@ CASES = [
             ambient_namespace("ns"),
             service("ns", "web", "127.96.0.1", [("http", 80, 8080)], {"app": "web"}),
             pod_labelled(**{"istio.io/use-waypoint": "wp"}),
-            waypoint("ns", "wp", **{"istio.io/waypoint-for": "workload"}),
+            waypoint("ns", "wp", labels={"istio.io/waypoint-for": "workload"}),
         ],
         workload_waypoint="ns/wp",
     ),

@@ -62,7 +62,9 @@ def test_leaves_are_renewed_past_half_their_lifetime() -> None:
             def leaf() -> bytes:
                 secret = cp.snapshot_for(node).of_type(resources.SECRET)["default"].any.unpack()
                 assert isinstance(secret, Secret) and secret.tls_certificate is not None
-                return bytes(secret.tls_certificate.certificate_chain.inline_bytes)
+                chain = secret.tls_certificate.certificate_chain
+                assert chain is not None and chain.inline_bytes is not None
+                return bytes(chain.inline_bytes)
 
             first = leaf()
             await asyncio.sleep(1.6)  # past half of 2 s, with the 0.2 s check interval

@@ -82,7 +82,7 @@ def test_bad_object_becomes_an_error_naming_the_field(name: str, obj: dict[str, 
 
 
 def test_waypoint_traffic_type_label() -> None:
-    mesh = mesh_from_objects([waypoint("a", "w", **{"istio.io/waypoint-for": "all"})])
+    mesh = mesh_from_objects([waypoint("a", "w", labels={"istio.io/waypoint-for": "all"})])
     assert mesh.waypoints[0].traffic_type is TrafficType.ALL
 
 

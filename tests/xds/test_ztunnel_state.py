@@ -79,7 +79,8 @@ def test_ztunnel_node_gets_addresses_over_delta_grpc() -> None:
         assert first.type_url == resources.ADDRESS
         names = {r.name for r in first.resources}
         assert "shop/web.shop.svc.cluster.local" in names and "Kubernetes//Pod/shop/web-v1-0" in names
-        assert isinstance(first.resources[0].resource.unpack(), Address)
+        resource = first.resources[0].resource
+        assert resource is not None and isinstance(resource.unpack(), Address)
         channel.close()
     finally:
         control.stop()
