@@ -6,6 +6,7 @@ The Cython parts in `_core/*.pxi` are line-for-line the same algorithms with C t
 
 from __future__ import annotations
 
+import socket
 import ssl
 import struct
 from collections.abc import Sequence
@@ -80,6 +81,23 @@ def data_frame_header(length: int, flags: int, stream_id: int) -> bytes:
 
 def window_update_frame(stream_id: int, increment: int) -> bytes:
     return _pack_wu(0, 4, T_WINDOW_UPDATE, 0, stream_id & 0x7FFFFFFF, increment & 0x7FFFFFFF)
+
+
+SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h
+
+
+def original_dst(fd: int) -> tuple[bytes, int] | None:
+    try:
+        sock = socket.socket(fileno=fd)  # borrowed: detached below, never closed here
+    except OSError:
+        return None
+    try:
+        raw = sock.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
+    except OSError:
+        return None
+    finally:
+        sock.detach()
+    return (raw[4:8], (raw[2] << 8) | raw[3]) if len(raw) >= 8 else None
 
 
 class _Stream:

@@ -14,7 +14,7 @@ import ipaddress
 import json
 import logging
 import os
-import secrets
+import random
 import socket
 import ssl
 import time
@@ -46,24 +46,21 @@ log_in = logging.getLogger("proxy::inbound")
 log_access = logging.getLogger("access")
 log = logging.getLogger("ztunnel")
 
-SO_ORIGINAL_DST = 80
-
 # Peer and destination addresses repeat across connections: parse each text/packed address once.
 _ip = functools.lru_cache(maxsize=4096)(ipaddress.ip_address)
 
 
-def original_dst(sock: socket.socket) -> tuple[IPAddr, int] | None:
-    """The pre-REDIRECT destination of a captured IPv4 socket (netfilter's SO_ORIGINAL_DST)."""
-    try:
-        raw = sock.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
-    except OSError:
-        return None
-    return _ip(raw[4:8]), (raw[2] << 8) | raw[3]
+@functools.lru_cache(maxsize=4096)
+def _host(ip: IPAddr) -> str:
+    """An address as it stands before `:port` (formatting an ipaddress object is slow, and they repeat)."""
+    return f"[{ip}]" if ip.version == 6 else str(ip)
 
 
 def _fmt(addr: tuple[Any, int]) -> str:
-    ip = _ip(addr[0]) if isinstance(addr[0], str) else addr[0]
-    return f"[{ip}]:{addr[1]}" if ip.version == 6 else f"{ip}:{addr[1]}"
+    ip = addr[0]
+    if isinstance(ip, str):  # a socket's own text: IPv6 has colons, and no brackets yet
+        return f"[{ip}]:{addr[1]}" if ":" in ip else f"{ip}:{addr[1]}"
+    return f"{_host(ip)}:{addr[1]}"
 
 
 def _never_indexed(name: str, value: str) -> tuple[str, str]:
@@ -133,14 +130,15 @@ class _Held(asyncio.Protocol):
         self.lost = True
 
 
-def _accepted_destination(held: _Held) -> tuple[IPAddr, int]:
-    """Where a captured connection was going: SO_ORIGINAL_DST if redirected, else the local address."""
+def _accepted_destination(held: _Held, original_dst: Callable[[int], tuple[bytes, int] | None]) -> tuple[IPAddr, int]:
+    """Where a captured connection was going: netfilter's SO_ORIGINAL_DST if it was redirected (`original_dst`
+    from the core), else the local address."""
     sock = held.transport.get_extra_info("socket")
-    dst = original_dst(sock) if sock is not None else None
-    if dst is None:
-        ip, port = held.transport.get_extra_info("sockname")[:2]
-        dst = (_ip(ip), port)
-    return dst
+    redirected = original_dst(sock.fileno()) if sock is not None else None
+    if redirected is not None:
+        return _ip(redirected[0]), redirected[1]
+    ip, port = held.transport.get_extra_info("sockname")[:2]
+    return _ip(ip), port
 
 
 class _Socks(_Held):
@@ -523,7 +521,7 @@ class Ztunnel:
     # --------------------------------------------------------------------------- outbound
     def _captured_factory(self) -> asyncio.Protocol:
         def made(held: _Held) -> None:
-            self.outbound(held, _accepted_destination(held))
+            self.outbound(held, _accepted_destination(held, self.impl.original_dst))
 
         return _Held(made)
 
@@ -664,7 +662,8 @@ class Ztunnel:
         fwd = f'for="{_fmt(src)}"'
         if req.dst_service is not None:
             fwd += f";host={req.dst_service.hostname}"
-        rnd = secrets.token_hex(24)  # trace id (16 bytes) + span id (8 bytes) from one getrandom call
+        # trace id (16 bytes) + span id (8 bytes): random, not secret, so no getrandom call per connection
+        rnd = f"{random.getrandbits(192):048x}"
         # unique per connection: never indexed, so they do not churn the HPACK dynamic table
         hdrs: list[tuple[str, str]] = [
             _never_indexed("forwarded", fwd),
@@ -1100,7 +1099,7 @@ class Ztunnel:
     # --------------------------------------------------------------------------- inbound plaintext (15006)
     def _plaintext_factory(self, ip: IPAddr) -> asyncio.Protocol:
         def made(held: _Held) -> None:
-            self.spawn(self._serve_plaintext(held, _accepted_destination(held)))
+            self.spawn(self._serve_plaintext(held, _accepted_destination(held, self.impl.original_dst)))
 
         return _Held(made)
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from tests.harness.hbone import HboneTerminator
 from tests.ztunnel.conftest import Backend, ZtunnelProc, roundtrip, socks_connect
 from tests.ztunnel.mesh import ECHO_HOST, build_mesh
 from xds.ca import CertificateAuthority
@@ -98,3 +100,35 @@ def test_bad_config_push_is_rejected_naming_path_and_field(
     s = socks_connect(m.socks, ("10.96.0.10", 80), src_ip=m.ip(2))  # the old config keeps serving
     assert roundtrip(s, b"ok") == b"echo-1:ok"
     s.close()
+
+
+@pytest.mark.parametrize("core", ["cython", "python"])
+def test_connect_request_carries_forwarded_baggage_and_a_fresh_traceparent(
+    tmp_path: Path, ca: CertificateAuthority, procs: list[ZtunnelProc], backends: list[Backend], core: str
+) -> None:
+    """What node B receives, read by a plain h2 CONNECT terminator standing in for it: Istio's request headers."""
+    m = build_mesh(tmp_path, ca, "127.0.0", procs, backends, core=core, start=False)
+    assert m.path_a is not None
+    terminator = HboneTerminator(m.ip(3), ca.issue("spiffe://cluster.local/ns/default/sa/echo"))
+    try:
+        m.node_a = ZtunnelProc(m.path_a, m.ip(2), tmp_path / "node-a.log", core=core)
+        procs.append(m.node_a)
+        m.node_a.wait_ready()
+        ports = []
+        for _ in range(2):
+            s = socks_connect(m.socks, ("10.96.0.10", 80), src_ip=m.ip(2))
+            assert roundtrip(s, b"hi") == b"echo-1:hi"
+            ports.append(s.getsockname()[1])
+            s.close()
+    finally:
+        terminator.close()
+    first, second = terminator.records
+    assert first.peer_identity == "spiffe://cluster.local/ns/default/sa/sleep"
+    assert first.authority == f"{m.ip(3)}:8080"
+    headers = dict(first.headers)
+    assert headers[":method"] == "CONNECT"
+    assert headers["forwarded"] == f'for="{m.ip(2)}:{ports[0]}";host={ECHO_HOST}'
+    assert "k8s.namespace.name=default" in headers["baggage"].split(",")
+    trace = re.fullmatch(r"00-([0-9a-f]{32})-([0-9a-f]{16})-00", headers["traceparent"])
+    assert trace is not None and trace.group(1) != "0" * 32 and trace.group(2) != "0" * 16
+    assert dict(second.headers)["traceparent"] != headers["traceparent"]  # one trace per connection
