@@ -122,7 +122,9 @@ def _split(mesh: Mesh, requests: int) -> collections.Counter[str]:
     return counts
 
 
-def waypoint_split(demo: DemoMesh, requests: int = 200) -> Result:
+def waypoint_split(demo: DemoMesh, requests: int = 500) -> Result:
+    """The waypoint picks a backend per request at random: over 500 requests σ of the 90/10 share is 1.3 % and
+    of the 50/50 share 2.2 %, so the bounds below are ≥5σ (a correct mesh does not fail them by chance)."""
     result = Result("Waypoint: HTTPRoute 90/10 between httpbin v1 and v2, then changed live to 50/50")
     mesh = Mesh(demo)
     route_file = demo.mesh_dir / "50-httproute.yaml"
@@ -130,7 +132,7 @@ def waypoint_split(demo: DemoMesh, requests: int = 200) -> Result:
     counts = _split(mesh, requests)
     v1 = counts.get("httpbin-v1", 0) / requests
     result.check(
-        0.82 <= v1 <= 0.97, f"{requests} requests: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+        0.83 <= v1 <= 0.97, f"{requests} requests: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
     )
     try:
         route_file.write_text(original.replace("weight: 90", "weight: 50").replace("weight: 10", "weight: 50"))
