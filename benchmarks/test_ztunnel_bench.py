@@ -418,7 +418,7 @@ def _ceiling_pair(b: Bench, name: str, relay: Path, certs: dict[str, Any]) -> li
 
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Bench, dict[str, Any]]]:
-    """All three pairs up at once (idle ones cost nothing), so measurements can be interleaved."""
+    """All pairs up at once (idle ones cost nothing), so measurements can be interleaved."""
     tmp = tmp_path_factory.mktemp("ztbench")
     ns = NetNS(f"zt-bench-{os.getpid()}")
     b = Bench(ns, tmp)

@@ -13,8 +13,9 @@ cdef enum:
 
 
 def original_dst(int fd):
-    """The pre-REDIRECT IPv4 destination of a captured socket as (4 packed address bytes, port), or None when the
-    socket was not redirected (or is not IPv4)."""
+    """The pre-NAT IPv4 destination of an accepted socket as (4 packed address bytes, port): where a redirected
+    connection was going (a connection conntrack saw but did not rewrite gives its own address), or None when
+    netfilter has no entry for it (no conntrack, not IPv4, not a socket)."""
     cdef unsigned char addr[16]
     cdef socklen_t size = sizeof(addr)
     if getsockopt(fd, IPPROTO_IP, SO_ORIGINAL_DST, addr, &size) != 0 or size < 8:

@@ -23,12 +23,12 @@ import h2.exceptions
 
 from xds.ca import IssuedCertificate, uri_sans
 
+MAX_READ = 65536
+
 
 def text_headers(headers: Any) -> list[tuple[str, str]]:
     """h2 events' headers as text: with `header_encoding="utf-8"` h2 decodes them, its stubs still say bytes."""
     return [(k if isinstance(k, str) else k.decode(), v if isinstance(v, str) else v.decode()) for k, v in headers]
-
-MAX_READ = 65536
 
 
 def tls_context(cert: IssuedCertificate, *, server: bool) -> ssl.SSLContext:
