@@ -257,23 +257,7 @@ CEILING_PORT_OFFSET = 10000  # B listens on the backend's port + this
 def _dnat(ns: NetNS, vip: str, to: str) -> None:
     ns.ex("ip", "addr", "add", f"{vip}/32", "dev", "lo")
     for port in (IPERF_PORT, ECHO_PORT):
-        ns.ex(
-            "iptables",
-            "-t",
-            "nat",
-            "-A",
-            "OUTPUT",
-            "-p",
-            "tcp",
-            "-d",
-            vip,
-            "--dport",
-            str(port),
-            "-j",
-            "DNAT",
-            "--to-destination",
-            f"{to}:15001",
-        )
+        ns.dnat(vip, port, f"{to}:15001")
 
 
 def _backends(b: Bench, ip: str, loadgen: Path) -> None:

@@ -20,10 +20,7 @@ def netns() -> Iterator[NetNS]:
     """A namespace where VIP:VIP_PORT is DNATed to the listener, as the ztunnel's capture rules do."""
     ns = NetNS(f"zt-core-{os.getpid()}")
     ns.ex("ip", "addr", "add", f"{VIP}/32", "dev", "lo")
-    ns.ex(
-        "iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", VIP, "--dport", str(VIP_PORT),
-        "-j", "DNAT", "--to-destination", f"{LISTENER[0]}:{LISTENER[1]}",
-    )  # fmt: skip
+    ns.dnat(VIP, VIP_PORT, f"{LISTENER[0]}:{LISTENER[1]}")
     yield ns
     ns.delete()
 

@@ -202,6 +202,15 @@ def socks_connect(
     return s
 
 
+def closed_by_peer(s: socket.socket) -> bool:
+    """True once the proxy has closed (or reset) this client connection: a write then sees EOF or an error."""
+    try:
+        s.sendall(b"x")
+        return s.recv(100) == b""
+    except OSError:
+        return True
+
+
 def roundtrip(s: socket.socket, payload: bytes) -> bytes:
     s.sendall(payload)
     out = b""

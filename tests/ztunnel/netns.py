@@ -32,6 +32,15 @@ class NetNS:
     def ex(self, *cmd: str) -> None:
         sh("ip", "netns", "exec", self.name, *cmd)
 
+    def dnat(self, dst: str, port: int, to: str, *, src: str | None = None) -> None:
+        """Capture as the ztunnel's node rules do: locally sent TCP to dst:port (from src, if given) goes to `to`
+        ("ip:port") instead, and the accepted socket can read dst:port back with SO_ORIGINAL_DST."""
+        match = ["-s", src] if src else []
+        self.ex(
+            "iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", *match, "-d", dst, "--dport", str(port),
+            "-j", "DNAT", "--to-destination", to,
+        )  # fmt: skip
+
     def run_in(self, fn: Callable[[], T]) -> T:
         box: dict[str, Any] = {}
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ztunnel.conftest import Backend, ZtunnelProc, roundtrip
+from tests.ztunnel.conftest import Backend, ZtunnelProc, closed_by_peer, roundtrip
 from tests.ztunnel.mesh import build_mesh
 from tests.ztunnel.netns import NetNS
 from xds.ca import CertificateAuthority
@@ -41,58 +41,14 @@ def _connect(src: str, dst: tuple[str, int]) -> socket.socket:
     return s
 
 
-def _closed(s: socket.socket) -> bool:
-    try:
-        s.sendall(b"x")
-        return s.recv(100) == b""
-    except OSError:
-        return True
-
-
 def test_redirected_outbound_uses_original_dst_and_strict_blocks_plaintext(
     tmp_path: Path, ca: CertificateAuthority, procs: list[ZtunnelProc], backends: list[Backend], netns: NetNS
 ) -> None:
     net = "127.0.60"
     netns.ex("ip", "addr", "add", "10.96.0.10/32", "dev", "lo")
     # sleep's traffic to the service VIP → node A's 15001; notsleep's plaintext to echo → node B's 15006
-    netns.ex(
-        "iptables",
-        "-t",
-        "nat",
-        "-A",
-        "OUTPUT",
-        "-p",
-        "tcp",
-        "-s",
-        f"{net}.2",
-        "-d",
-        "10.96.0.10",
-        "--dport",
-        "80",
-        "-j",
-        "DNAT",
-        "--to-destination",
-        f"{net}.2:15001",
-    )
-    netns.ex(
-        "iptables",
-        "-t",
-        "nat",
-        "-A",
-        "OUTPUT",
-        "-p",
-        "tcp",
-        "-s",
-        f"{net}.4",
-        "-d",
-        f"{net}.3",
-        "--dport",
-        "8080",
-        "-j",
-        "DNAT",
-        "--to-destination",
-        f"{net}.3:15006",
-    )
+    netns.dnat("10.96.0.10", 80, f"{net}.2:15001", src=f"{net}.2")
+    netns.dnat(f"{net}.3", 8080, f"{net}.3:15006", src=f"{net}.4")
     m = netns.run_in(lambda: build_mesh(tmp_path, ca, net, procs, backends, start=False))
     for which, ip, path in (("b", f"{net}.3", m.path_b), ("a", f"{net}.2", m.path_a)):
         assert path is not None
@@ -115,10 +71,10 @@ def test_redirected_outbound_uses_original_dst_and_strict_blocks_plaintext(
     cfg["policies"] = [STRICT]
     m.push("b", cfg)
     m.node_b.wait_log("closed because it's no longer allowed after a policy update")
-    assert _closed(p)
+    assert closed_by_peer(p)
     p.close()
     p = netns.run_in(lambda: _connect(f"{net}.4", (f"{net}.3", 8080)))
-    assert _closed(p)
+    assert closed_by_peer(p)
     p.close()
     m.node_b.wait_log(
         f"RBAC rejected conn={net}.4(none)->{net}.3:8080: "

@@ -4,12 +4,11 @@ live connections."""
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import pytest
 
-from tests.ztunnel.conftest import Backend, ZtunnelProc, roundtrip, socks_connect
+from tests.ztunnel.conftest import Backend, ZtunnelProc, closed_by_peer, roundtrip, socks_connect
 from tests.ztunnel.mesh import build_mesh
 from xds.ca import CertificateAuthority
 
@@ -31,14 +30,6 @@ DENY_ALL_SLEEP = {
 }
 
 
-def _closed(s: socket.socket) -> bool:
-    try:
-        s.sendall(b"x")
-        return s.recv(100) == b""
-    except OSError:
-        return True
-
-
 def test_sleep_allowed_notsleep_denied_with_rbac_log_line(
     tmp_path: Path, ca: CertificateAuthority, procs: list[ZtunnelProc], backends: list[Backend]
 ) -> None:
@@ -47,7 +38,7 @@ def test_sleep_allowed_notsleep_denied_with_rbac_log_line(
     assert roundtrip(s, b"hi") == b"echo-1:hi"
     s.close()
     bad = socks_connect(m.socks, ("10.96.0.10", 80), src_ip=m.ip(4))  # notsleep
-    assert _closed(bad)
+    assert closed_by_peer(bad)
     bad.close()
     assert m.node_a is not None and m.node_b is not None
     m.node_b.wait_log(f"RBAC rejected conn={m.ip(4)}(spiffe://cluster.local/ns/default/sa/notsleep)->{m.ip(3)}:8080")
@@ -68,5 +59,5 @@ def test_policy_push_closes_live_connections_no_longer_allowed(
     m.push("b", cfg)
     assert m.node_b is not None
     m.node_b.wait_log("closed because it's no longer allowed after a policy update")
-    assert _closed(live)
+    assert closed_by_peer(live)
     live.close()
