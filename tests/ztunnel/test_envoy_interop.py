@@ -32,6 +32,17 @@ def envoys() -> Iterator[list[EnvoyProc]]:
         e.stop()
 
 
+def _sleep_to_echo(
+    tmp_path: Path, ca: CertificateAuthority, backends: list[Backend], net: str
+) -> tuple[dict[str, str], dict[str, str], str]:
+    """Certificates for the client (sleep) and the destination (echo), the root's path, and echo's backend on .3."""
+    certdir = tmp_path / "certs"
+    sleep = issue(ca, certdir, "default", "sleep")
+    echo = issue(ca, certdir, "default", "echo")
+    backends.append(Backend(f"{net}.3", 8080, "echo"))
+    return sleep, echo, str(certdir / "root.crt")
+
+
 def test_envoy_hbone_client_reaches_backend_through_our_15008(
     tmp_path: Path,
     ca: CertificateAuthority,
@@ -40,11 +51,7 @@ def test_envoy_hbone_client_reaches_backend_through_our_15008(
     envoys: list[EnvoyProc],
 ) -> None:
     net = "127.0.40"
-    certdir = tmp_path / "certs"
-    sleep = issue(ca, certdir, "default", "sleep")
-    echo = issue(ca, certdir, "default", "echo")
-    root = str(certdir / "root.crt")
-    backends.append(Backend(f"{net}.3", 8080, "echo"))
+    sleep, echo, root = _sleep_to_echo(tmp_path, ca, backends, net)
     cfg = {
         "proxy": proxy_section(f"{net}.3", "node-b", [echo], Path(root)),
         "workloads": [workload("echo", f"{net}.3", "node-b")],
@@ -81,11 +88,7 @@ def test_our_hbone_client_reaches_backend_through_envoy_connect_terminator(
     envoys: list[EnvoyProc],
 ) -> None:
     net = "127.0.41"
-    certdir = tmp_path / "certs"
-    sleep = issue(ca, certdir, "default", "sleep")
-    echo = issue(ca, certdir, "default", "echo")
-    root = str(certdir / "root.crt")
-    backends.append(Backend(f"{net}.3", 8080, "echo"))
+    sleep, echo, root = _sleep_to_echo(tmp_path, ca, backends, net)
     env = EnvoyProc(
         hbone_server_config(
             admin=(f"{net}.3", 19001),
