@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install build system-deps kube-tools lint test test-fast demo bench clean
+.PHONY: install build system-deps kube-tools h2spec lint test test-fast fuzz demo bench clean
 
 $(STAMP): pyproject.toml setup.py
 	$(PY) -m venv $(VENV)
@@ -30,11 +30,15 @@ system-deps:
 kube-tools:
 	bash hack/install-kube-tools.sh
 
+# h2spec (HTTP/2 conformance) for the `hardening` tests, built once into ~/.cache/pyambient/bin/.
+h2spec:
+	bash hack/install-h2spec.sh
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy --no-error-summary waypoint ztunnel xds pyambient _core tests benchmarks
 
-test: build system-deps kube-tools lint
+test: build system-deps kube-tools h2spec lint
 	$(BIN)/pytest
 
 test-fast: build
