@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from xds.mesh.files import MeshDirectory
     from xds.mesh.model import Mesh
 
 log = logging.getLogger("pyambient.control-plane")
@@ -33,20 +34,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from xds.mesh.files import load_directory  # imported here: `pyambient --help` stays fast
+    from xds.mesh.files import MeshDirectory  # imported here: `pyambient --help` stays fast
 
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    directory = MeshDirectory(args.mesh)  # one reader from the first load on: it keeps each file's last good objects
     try:
-        mesh = load_directory(args.mesh)
+        mesh = directory.load()
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    return asyncio.run(_serve(args.mesh, args.xds_address, mesh, args.metrics_address, args.ca_dir))
+    return asyncio.run(_serve(directory, args.xds_address, mesh, args.metrics_address, args.ca_dir))
 
 
-async def _serve(directory: Path, address: str, mesh: Mesh, metrics_address: str, ca_dir: Path | None) -> int:
+async def _serve(
+    directory: MeshDirectory, address: str, mesh: Mesh, metrics_address: str, ca_dir: Path | None
+) -> int:
     from prometheus_client import start_http_server
 
     from xds.ca import CertificateAuthority
@@ -68,7 +72,7 @@ async def _serve(directory: Path, address: str, mesh: Mesh, metrics_address: str
         "serving xDS on %s:%d for mesh %s (%d services, %d workloads, %d waypoints)",
         host,
         port,
-        directory,
+        directory.directory,
         len(control_plane.mesh.services),
         len(control_plane.mesh.workloads),
         len(control_plane.mesh.waypoints),
