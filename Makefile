@@ -44,6 +44,16 @@ test: build system-deps kube-tools h2spec lint
 test-fast: build
 	$(BIN)/pytest -m "not kube and not envoy and not ztunnel"
 
+# Every fuzz target of tests/hardening/fuzz_targets.py for FUZZ_SECONDS each, corpus kept in ~/.cache/pyambient/fuzz/.
+FUZZ_SECONDS ?= 300
+FUZZ_TARGETS := pump_frames h2streams socks5 ztunnel_config mesh_objects mesh_file
+fuzz: build
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(HOME)/.cache/pyambient/fuzz/$$t/artifacts && \
+	  $(BIN)/python -m tests.hardening.fuzz $$t -max_total_time=$(FUZZ_SECONDS) \
+	    -artifact_prefix=$(HOME)/.cache/pyambient/fuzz/$$t/artifacts/ $(HOME)/.cache/pyambient/fuzz/$$t/corpus || exit 1; \
+	done
+
 demo: build
 	$(BIN)/pyambient demo
 

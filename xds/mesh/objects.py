@@ -265,7 +265,7 @@ def _strings(value: Any, field: str) -> tuple[str, ...]:
 def _ports(value: Any, field: str) -> tuple[int, ...]:
     out = []
     for i, v in enumerate(_strings(value, field)):
-        if not v.isdigit():
+        if not (v.isascii() and v.isdigit()):  # str.isdigit() also takes "²", which int() refuses
             raise InvalidField(f"{field}[{i}]", f"must be a port number, got {v!r}")
         out.append(_port_number(int(v), f"{field}[{i}]"))
     return tuple(out)
