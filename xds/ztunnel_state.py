@@ -12,10 +12,11 @@ import ipaddress
 from envoy_data_plane.envoy.config.core.v3 import Node
 from envoy_data_plane.google.protobuf import Empty
 
-from xds import resources
+from xds import peer_authentication, resources
 from xds.mesh import binding
 from xds.mesh.model import (
     HBONE_PORT,
+    ROOT_NAMESPACE,
     AuthorizationPolicy,
     Mesh,
     PolicyAction,
@@ -48,7 +49,6 @@ from xds.workloadapi import Service as ApiService
 from xds.workloadapi import Workload as ApiWorkload
 
 CLUSTER_ID = "Kubernetes"
-ROOT_NAMESPACE = "istio-system"
 ZTUNNEL_NODE_PREFIX = "ztunnel~"
 
 
@@ -94,6 +94,7 @@ def workload_resource(mesh: Mesh, workload: Workload) -> tuple[str, Address]:
         and not p.target_refs
         and _selects(dict(p.selector or {}) or None, workload)
     ]
+    policies += peer_authentication.workload_policy_keys(mesh, workload)
     return uid, Address(
         workload=ApiWorkload(
             uid=uid,
@@ -208,6 +209,7 @@ def ztunnel_resources(mesh: Mesh) -> Snapshot:
     addresses = [workload_resource(mesh, w) for w in mesh.workloads]
     addresses += [service_resource(mesh, s) for s in mesh.services]
     policies = [p for p in (policy_resource(x) for x in mesh.policies) if p is not None]
+    policies += peer_authentication.ztunnel_policies(mesh)
     return Snapshot.build({resources.ADDRESS: addresses, resources.AUTHORIZATION: policies})
 
 

@@ -17,6 +17,7 @@ from xds.ca import DEFAULT_TRUST_DOMAIN, spiffe_id
 CLUSTER_DOMAIN = "cluster.local"
 HBONE_PORT = 15008
 WAYPOINT_CLASS = "istio-waypoint"
+ROOT_NAMESPACE = "istio-system"  # Istio's default mesh root namespace: mesh-wide policies live here
 WAYPOINT_CONTROLLER = "istio.io/mesh-controller"
 GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
 
@@ -263,12 +264,28 @@ class AuthorizationPolicy:
     target_refs: tuple[tuple[str, str], ...] = ()  # (kind, name): policies attached to a waypoint/service
 
 
+class MtlsMode(enum.Enum):
+    """`PeerAuthentication.mtls.mode`; UNSET (or no `mtls`) inherits from the level above."""
+
+    UNSET = "UNSET"
+    STRICT = "STRICT"
+    PERMISSIVE = "PERMISSIVE"
+    DISABLE = "DISABLE"
+
+
 @dataclass(frozen=True)
 class PeerAuthentication:
     namespace: str
     name: str
-    mode: str  # STRICT | PERMISSIVE | DISABLE
-    selector: Mapping[str, str] | None = None
+    mode: MtlsMode = MtlsMode.UNSET
+    selector: Mapping[str, str] | None = None  # None (or empty): namespace-wide, mesh-wide in the root namespace
+    port_level: Mapping[int, MtlsMode] = field(default_factory=dict)  # keyed by target (container) port
+    creation: str = ""  # RFC 3339; the oldest policy of a level wins
+
+    @property
+    def age_key(self) -> tuple[str, str]:
+        """Oldest first; ties (and local files without timestamps) broken by name, deterministically."""
+        return (self.creation, self.name)
 
 
 @dataclass(frozen=True)

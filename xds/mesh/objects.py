@@ -21,6 +21,7 @@ from xds.mesh.model import (
     HTTPRoute,
     Mesh,
     ModelError,
+    MtlsMode,
     Namespace,
     ObjectRef,
     PathMatch,
@@ -321,17 +322,61 @@ def parse_authorization_policy(obj: KubeObject, namespace: str) -> Authorization
     )
 
 
+def _mtls_mode(value: Any, field: str) -> MtlsMode:
+    """`{mode: ...}`; no `mtls` or no `mode` is UNSET (inherit), as in Istio's API."""
+    if value is None:
+        return MtlsMode.UNSET
+    if not isinstance(value, Mapping):
+        raise InvalidField(field, f"must be a map, got {type(value).__name__}")
+    unknown = sorted(set(value) - {"mode"})
+    if unknown:
+        raise InvalidField(f"{field}.{unknown[0]}", "is not a PeerAuthentication field")
+    raw = value.get("mode")
+    if raw is None:
+        return MtlsMode.UNSET
+    try:
+        return MtlsMode(str(raw))
+    except ValueError as exc:
+        raise InvalidField(f"{field}.mode", f"unsupported mode {raw!r} (UNSET, STRICT, PERMISSIVE or DISABLE)") from exc
+
+
 def parse_peer_authentication(obj: KubeObject, namespace: str) -> PeerAuthentication:
+    """security.istio.io/v1 PeerAuthentication, validated as Istio's `ValidatePeerAuthentication` does."""
     spec = obj.get("spec") or {}
-    mode = str((spec.get("mtls") or {}).get("mode") or "PERMISSIVE")
-    if mode not in ("STRICT", "PERMISSIVE", "DISABLE", "UNSET"):
-        raise InvalidField("spec.mtls.mode", f"unsupported mode {mode!r}")
-    selector = spec.get("selector")
+    if not isinstance(spec, Mapping):
+        raise InvalidField("spec", "must be a map")
+    unknown = sorted(set(spec) - {"selector", "mtls", "portLevelMtls"})
+    if unknown:
+        raise InvalidField(f"spec.{unknown[0]}", "is not a PeerAuthentication field")
+    selector_raw = spec.get("selector")
+    selector: dict[str, str] | None = None
+    if selector_raw is not None:
+        if not isinstance(selector_raw, Mapping):
+            raise InvalidField("spec.selector", "must be a map")
+        extra = sorted(set(selector_raw) - {"matchLabels"})
+        if extra:
+            raise InvalidField(f"spec.selector.{extra[0]}", "is not a WorkloadSelector field (only matchLabels)")
+        selector = _str_map(selector_raw.get("matchLabels"), "spec.selector.matchLabels") or None
+    port_level: dict[int, MtlsMode] = {}
+    raw_ports = spec.get("portLevelMtls")
+    if raw_ports is not None:
+        if not isinstance(raw_ports, Mapping):
+            raise InvalidField("spec.portLevelMtls", "must be a map of port number to {mode}")
+        if raw_ports and selector is None:
+            raise InvalidField("spec.portLevelMtls", "mesh/namespace-wide PeerAuthentication cannot have portLevelMtls")
+        for key, value in raw_ports.items():
+            field = f"spec.portLevelMtls[{key}]"
+            text = str(key)
+            if not text.isdigit() or int(text) == 0:
+                raise InvalidField(field, f"port in portLevelMtls must be 1-65535, got {key!r}")
+            port_level[_port_number(int(text), field)] = _mtls_mode(value, field)
     return PeerAuthentication(
         namespace=namespace,
         name=_meta(obj)["name"],
-        mode=mode,
-        selector=_str_map(selector.get("matchLabels"), "spec.selector.matchLabels") if selector else None,
+        mode=_mtls_mode(spec.get("mtls"), "spec.mtls"),
+        selector=selector,
+        port_level=dict(sorted(port_level.items())),
+        creation=str(_meta(obj).get("creationTimestamp") or ""),
     )
 
 
