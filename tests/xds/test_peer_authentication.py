@@ -272,3 +272,20 @@ def test_mesh_wide_strict_probe_reaches_the_ztunnel() -> None:
     assert STATIC in policies and keys == [STATIC]
     with pytest.raises(Denied, match=f"explicitly denied by: {STATIC}"):
         decide_plaintext(state, dst=(ipaddress.ip_address(WEB_IP), 8080), src_ip=ipaddress.ip_address("127.0.1.9"))
+
+
+def test_cluster_mode_watches_peer_authentication_with_deploy_rbac() -> None:
+    """Issue 9's probe: the controller's mesh watches and deploy/'s ClusterRole both cover PeerAuthentication."""
+    from pathlib import Path
+
+    import yaml
+
+    from waypoint.controller import MESH_RESOURCES
+
+    assert "PeerAuthentication" in {r.kind for r in MESH_RESOURCES}
+    rbac = Path(__file__).resolve().parents[2] / "deploy" / "10-controller-rbac.yaml"
+    role = next(d for d in yaml.safe_load_all(rbac.read_text()) if d and d["kind"] == "ClusterRole")
+    rules = [
+        r for r in role["rules"] if "security.istio.io" in r["apiGroups"] and "peerauthentications" in r["resources"]
+    ]
+    assert rules and {"get", "list", "watch"} <= set(rules[0]["verbs"])
