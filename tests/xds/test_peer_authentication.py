@@ -289,3 +289,25 @@ def test_cluster_mode_watches_peer_authentication_with_deploy_rbac() -> None:
         r for r in role["rules"] if "security.istio.io" in r["apiGroups"] and "peerauthentications" in r["resources"]
     ]
     assert rules and {"get", "list", "watch"} <= set(rules[0]["verbs"])
+
+
+def test_waypoint_takes_only_mtls_so_peer_authentication_changes_nothing_there() -> None:
+    """Istio's waypoints accept traffic only as HBONE mTLS on 15008 (PeerAuthentication does not apply to them):
+    ours has one socket listener, it requires a client certificate, and STRICT leaves the config unchanged."""
+    from envoy_data_plane.envoy.extensions.transport_sockets.tls.v3 import DownstreamTlsContext
+
+    from tests.harness.meshes import waypoint
+    from xds.envoy.waypoint import build_waypoint
+
+    def resources(*policies: dict[str, Any]) -> Any:
+        mesh = mesh_from_objects([*web_mesh(*policies), waypoint("ns", "wp")])
+        return build_waypoint(mesh, mesh.waypoints[0])
+
+    strict = resources(MESH_STRICT, pa("ns", "web", "PERMISSIVE", selector=WEB, ports={8080: "DISABLE"}))
+    assert strict == resources()
+    sockets = [lst for lst in strict.listeners if lst.address and lst.address.socket_address]
+    assert [lst.name for lst in sockets] == ["connect_terminate"]
+    for chain in sockets[0].filter_chains:
+        assert chain.transport_socket is not None and chain.transport_socket.typed_config is not None
+        tls = chain.transport_socket.typed_config.unpack()
+        assert isinstance(tls, DownstreamTlsContext) and tls.require_client_certificate
