@@ -69,6 +69,7 @@ def waypoint_address(mesh: Mesh, waypoint: Waypoint) -> GatewayAddress:
 
 
 def _app_protocol(protocol: Protocol) -> AppProtocol:
+    # as istiod's toAppProtocol: anything else (gRPC-Web included) is UNKNOWN to ztunnel
     return {Protocol.HTTP: AppProtocol.HTTP11, Protocol.HTTP2: AppProtocol.HTTP2, Protocol.GRPC: AppProtocol.GRPC}.get(
         protocol, AppProtocol.UNKNOWN
     )
@@ -81,12 +82,14 @@ def _selects(selector: dict[str, str] | None, workload: Workload) -> bool:
 def workload_resource(mesh: Mesh, workload: Workload) -> tuple[str, Address]:
     uid = f"{CLUSTER_ID}//Pod/{workload.namespace}/{workload.name}"
     waypoint = binding.workload_waypoint(mesh, workload)
-    services = {
-        f"{s.namespace}/{s.hostname}": PortList(
-            ports=[Port(service_port=p.port, target_port=p.target_port) for p in s.ports]
+    # istiod's encoding: the service lists a named targetPort as 0, each workload says what it is on that pod
+    # (ports the pod does not serve are left out, so ztunnel never picks it for them)
+    services = {}
+    for s in mesh.workload_services.get((workload.namespace, workload.name), ()):
+        resolved = ((p, mesh.target_port(s, p, workload)) for p in s.ports)
+        services[f"{s.namespace}/{s.hostname}"] = PortList(
+            ports=[Port(service_port=p.port, target_port=target) for p, target in resolved if target is not None]
         )
-        for s in mesh.workload_services.get((workload.namespace, workload.name), ())
-    }
     policies = [
         f"{p.namespace}/{p.name}"
         for p in mesh.policies

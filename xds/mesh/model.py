@@ -40,9 +40,16 @@ class Protocol(enum.Enum):
     UDP = "udp"
     UNKNOWN = "unknown"
 
+    GRPC_WEB = "grpc-web"
+
     @property
     def is_http(self) -> bool:
-        return self in (Protocol.HTTP, Protocol.HTTP2, Protocol.GRPC)
+        return self in (Protocol.HTTP, Protocol.HTTP2, Protocol.GRPC, Protocol.GRPC_WEB)
+
+    @property
+    def is_http2(self) -> bool:
+        """Spoken as HTTP/2 to the backend (Istio's `IsHTTP2`)."""
+        return self in (Protocol.HTTP2, Protocol.GRPC, Protocol.GRPC_WEB)
 
 
 class TrafficType(enum.Enum):
@@ -100,8 +107,19 @@ class Namespace:
 class ServicePort:
     name: str
     port: int
-    target_port: int
+    target_port: int  # 0 when the targetPort is a name: it is then resolved per pod (see Mesh.target_port)
     protocol: Protocol
+    target_port_name: str = ""
+    l4_protocol: str = "TCP"  # TCP | UDP | SCTP: a named targetPort only matches a container port of this protocol
+
+
+@dataclass(frozen=True)
+class NamedPort:
+    """A pod's `containers[].ports[]` entry (or an EndpointSlice's `ports[]` entry): what a name resolves to."""
+
+    name: str
+    port: int
+    protocol: str = "TCP"
 
 
 @dataclass(frozen=True)
@@ -139,6 +157,11 @@ class Workload:
     ready: bool = True
     captured: bool = False  # in the ambient mesh: reached over HBONE on <ip>:15008
     uid: str = ""
+    container_ports: tuple[NamedPort, ...] = ()
+
+    def named_port(self, name: str, protocol: str) -> int | None:
+        """Kubernetes' `FindPort`: the container port with this name and protocol, if the pod declares one."""
+        return next((p.port for p in self.container_ports if p.name == name and p.protocol == protocol), None)
 
     @property
     def identity(self) -> str:
@@ -289,6 +312,15 @@ class PeerAuthentication:
 
 
 @dataclass(frozen=True)
+class SliceEndpoint:
+    """An address of an EndpointSlice of a Service without a selector, with the slice's ports."""
+
+    workload: Workload
+    ports: tuple[NamedPort, ...]
+    ready: bool = True
+
+
+@dataclass(frozen=True)
 class Mesh:
     namespaces: Mapping[str, Namespace] = field(default_factory=dict)
     services: tuple[Service, ...] = ()
@@ -297,6 +329,8 @@ class Mesh:
     routes: tuple[HTTPRoute, ...] = ()
     policies: tuple[AuthorizationPolicy, ...] = ()
     peer_authentications: tuple[PeerAuthentication, ...] = ()
+    # (namespace, service) -> its EndpointSlices' addresses, for Services without a selector only
+    slice_endpoints: Mapping[tuple[str, str], tuple[SliceEndpoint, ...]] = field(default_factory=dict)
     errors: tuple[ModelError, ...] = ()
     trust_domain: str = DEFAULT_TRUST_DOMAIN
 
@@ -320,6 +354,10 @@ class Mesh:
         index: dict[tuple[str, str], tuple[Workload, ...]] = {}
         for service in self.services:
             if not service.selector:
+                # Kubernetes manages no endpoints for these: the user's EndpointSlices are the endpoints
+                slices = self.slice_endpoints.get((service.namespace, service.name), ())
+                found = {e.workload.ip: e.workload for e in slices if e.ready and e.workload.ready}
+                index[(service.namespace, service.name)] = tuple(found.values())
                 continue
             selector = tuple(service.selector.items())
             index[(service.namespace, service.name)] = tuple(
@@ -328,6 +366,29 @@ class Mesh:
                 if w.ready and all(w.labels.get(k) == v for k, v in selector)
             )
         return index
+
+    def target_port(self, service: Service, port: ServicePort, workload: Workload) -> int | None:
+        """The port `workload` serves `port` of `service` on; None when it is not an endpoint for that port
+        (a named targetPort the pod does not declare, or a slice without that port), as in Kubernetes."""
+        if not service.selector:
+            for e in self.slice_endpoints.get((service.namespace, service.name), ()):
+                if e.workload.ip == workload.ip:
+                    for p in e.ports:  # an EndpointSlice port carries the Service port's name
+                        if p.name == port.name and p.protocol == port.l4_protocol:
+                            return p.port
+            return None
+        if port.target_port_name:
+            return workload.named_port(port.target_port_name, port.l4_protocol)
+        return port.target_port
+
+    def port_endpoints(self, service: Service, port: ServicePort) -> tuple[tuple[Workload, int], ...]:
+        """Ready endpoints of one service port, each with the target port it serves it on."""
+        out = []
+        for w in self.endpoints(service):
+            target = self.target_port(service, port, w)
+            if target is not None:
+                out.append((w, target))
+        return tuple(out)
 
     @cached_property
     def workload_services(self) -> Mapping[tuple[str, str], tuple[Service, ...]]:
