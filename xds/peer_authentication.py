@@ -53,7 +53,7 @@ def _oldest(policies: Iterable[PeerAuthentication]) -> PeerAuthentication | None
 
 def _namespace_wide(mesh: Mesh, namespace: str) -> PeerAuthentication | None:
     """The oldest policy without a selector in `namespace` (the mesh-wide one for the root namespace)."""
-    return _oldest(p for p in mesh.peer_authentications if p.namespace == namespace and p.selector is None)
+    return _oldest(p for p in mesh.peer_authentications_by_namespace.get(namespace, ()) if p.selector is None)
 
 
 def _selects(pa: PeerAuthentication, workload: Workload) -> bool:
@@ -68,9 +68,8 @@ def _levels(
     ns_pa = _namespace_wide(mesh, workload.namespace) if workload.namespace != root else None
     wl_pa = None
     if workload.namespace != root:  # a selector policy in the root namespace applies to nothing (as in Istio)
-        wl_pa = _oldest(
-            p for p in mesh.peer_authentications if p.namespace == workload.namespace and _selects(p, workload)
-        )
+        candidates = mesh.peer_authentications_by_namespace.get(workload.namespace, ())
+        wl_pa = _oldest(p for p in candidates if _selects(p, workload))
     return mesh_pa, ns_pa, wl_pa
 
 

@@ -371,15 +371,24 @@ class Mesh:
         """The port `workload` serves `port` of `service` on; None when it is not an endpoint for that port
         (a named targetPort the pod does not declare, or a slice without that port), as in Kubernetes."""
         if not service.selector:
-            for e in self.slice_endpoints.get((service.namespace, service.name), ()):
-                if e.workload.ip == workload.ip:
-                    for p in e.ports:  # an EndpointSlice port carries the Service port's name
-                        if p.name == port.name and p.protocol == port.l4_protocol:
-                            return p.port
+            # an EndpointSlice port carries the Service port's name (an address may be in several slices)
+            for p in self.slice_ports.get((service.namespace, service.name, workload.ip), ()):
+                if p.name == port.name and p.protocol == port.l4_protocol:
+                    return p.port
             return None
         if port.target_port_name:
             return workload.named_port(port.target_port_name, port.l4_protocol)
         return port.target_port
+
+    @cached_property
+    def slice_ports(self) -> Mapping[tuple[str, str, str], tuple[NamedPort, ...]]:
+        """(namespace, selector-less service, address) -> the ports its EndpointSlices give that address."""
+        index: dict[tuple[str, str, str], tuple[NamedPort, ...]] = {}
+        for (ns, name), endpoints in self.slice_endpoints.items():
+            for e in endpoints:
+                key = (ns, name, e.workload.ip)
+                index[key] = index.get(key, ()) + e.ports
+        return index
 
     def port_endpoints(self, service: Service, port: ServicePort) -> tuple[tuple[Workload, int], ...]:
         """Ready endpoints of one service port, each with the target port it serves it on."""
@@ -406,6 +415,13 @@ class Mesh:
         found |= {s.namespace for s in self.services if USE_WAYPOINT in s.labels}
         found |= {w.namespace for w in self.workloads if USE_WAYPOINT in w.labels}
         return frozenset(found)
+
+    @cached_property
+    def peer_authentications_by_namespace(self) -> Mapping[str, tuple[PeerAuthentication, ...]]:
+        index: dict[str, list[PeerAuthentication]] = {}
+        for p in self.peer_authentications:
+            index.setdefault(p.namespace, []).append(p)
+        return {ns: tuple(ps) for ns, ps in index.items()}
 
     @cached_property
     def workloads_by_namespace(self) -> Mapping[str, tuple[Workload, ...]]:
