@@ -1,6 +1,7 @@
 """Issue 9's probe, over real processes: a Service with `targetPort: http`, whose two pods declare `http` on
 different container ports (8080, 8081) and a third pod that declares no `http` at all. Requests to the VIP reach
-both pods on their own port — through our ztunnels alone, and through a real Envoy waypoint — and never the third."""
+both pods on their own port — through our ztunnels alone, and through a real Envoy waypoint — and never the third.
+A Service without a selector is served from its EndpointSlice."""
 
 from __future__ import annotations
 
@@ -68,6 +69,20 @@ spec:
   containers: [{name: app, ports: [{name: metrics, containerPort: 9090}]}]
 status: {podIP: 127.0.1.42}
 ---
+apiVersion: v1
+kind: Service
+metadata: {name: ext, namespace: default}
+spec:
+  clusterIP: 127.96.0.42
+  ports: [{name: http, port: 80}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: ext-1, namespace: default, labels: {kubernetes.io/service-name: ext}}
+addressType: IPv4
+endpoints: [{addresses: [127.0.1.41], conditions: {ready: true}}]
+ports: [{name: http, port: 8081}]
+---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {name: waypoint, namespace: default, labels: {istio.io/waypoint-for: service}}
@@ -116,6 +131,9 @@ def test_named_target_port_reaches_each_pod_on_its_own_port(tmp_path: Path) -> N
             # round robin over the two pods that declare `http` (the ztunnel alternates; Envoy's default
             # round robin over two hosts does too), never the third
             assert set(counts) == {"web-0", "web-1"}, (service, counts)
+        # a Service without a selector: its EndpointSlice says where (web-1) and on which port (8081)
+        for _ in range(3):
+            assert mesh.get("sleep-0", mesh.vip("ext")) == (200, "web-1")
         source = demo.ztunnels["node-a"]
         lines = source.log_lines()
         assert any("proxying to 127.0.1.40:8080 using HBONE" in line for line in lines)
