@@ -13,6 +13,8 @@ them apply to it (`pilot/pkg/serviceregistry/ambient/authorization.go`):
 Effective mode: workload > namespace > mesh (root namespace); UNSET inherits; at each level the oldest
 policy wins. DISABLE counts as "not STRICT" (ambient always tunnels mesh traffic over mTLS; plaintext is
 only ever refused, never required). A connection with an identity (HBONE) never matches these policies.
+One deliberate difference (see `convert`): where istiod's port-level conditions, as written, would leave a
+port the user made STRICT open to plaintext, we follow their stated intent and refuse it.
 """
 
 from __future__ import annotations
@@ -123,10 +125,11 @@ def convert(
     mode = pa.mode
     ns_mode = ns_pa.mode if ns_pa is not None else None
     root_mode = root_pa.mode if root_pa is not None else None
-    parent_strict = mode is MtlsMode.UNSET and (
-        ns_mode is MtlsMode.STRICT
-        or (ns_mode in (None, MtlsMode.UNSET) and root_mode is MtlsMode.STRICT)
-    )
+    # The mode the workload inherits: the namespace's, or the mesh's when the namespace has none or UNSET.
+    # istiod's conditions mean exactly this (its comments say so), but two of them, as written, drop a
+    # STRICT port under a STRICT mesh, or a whole policy under an UNSET namespace, so plaintext would get
+    # through where the user asked for STRICT; we follow the stated intent and fail closed instead.
+    parent_strict = ns_mode is MtlsMode.STRICT or (ns_mode in (None, MtlsMode.UNSET) and root_mode is MtlsMode.STRICT)
     clauses: list[Clause] = []  # AND-ed: one rule
     rules: list[Rule] = []  # OR-ed
     if mode is MtlsMode.STRICT:
@@ -134,19 +137,15 @@ def convert(
     found_non_strict_port = False
     for port, port_mode in sorted(pa.port_level.items()):
         if port_mode is MtlsMode.STRICT:
-            if mode is MtlsMode.STRICT or parent_strict:
-                continue  # the parent policy enforces it already
+            if mode is MtlsMode.STRICT or (mode is MtlsMode.UNSET and parent_strict):
+                continue  # the workload's own or inherited STRICT enforces it already
             # its own rule (rules are OR-ed): plaintext to this port is denied
             no_principal_on_port = Match(not_principals=[StringMatch(presence=Empty())], destination_ports=[port])
             rules.append(Rule(clauses=[Clause(matches=[no_principal_on_port])]))
         elif port_mode in _NOT_STRICT:
             if mode in _NOT_STRICT:
                 continue
-            if mode is MtlsMode.UNSET and (
-                (ns_mode is not None and ns_mode is not MtlsMode.STRICT)
-                or (ns_mode is None and root_mode is not None and root_mode is not MtlsMode.STRICT)
-                or (ns_mode is None and root_mode is None)
-            ):
+            if mode is MtlsMode.UNSET and not parent_strict:
                 continue  # not STRICT here and the effective policy is not STRICT either
             found_non_strict_port = True
             # deny plaintext unless it is for this port (no principal requirement in this clause)
@@ -156,10 +155,7 @@ def convert(
         return None  # plain STRICT: the static policy covers it
     if not clauses and not rules:
         return None
-    merge_strict = (
-        root_mode is MtlsMode.STRICT and ns_mode in (None, MtlsMode.UNSET, MtlsMode.STRICT)
-    ) or ns_mode is MtlsMode.STRICT
-    if merge_strict and found_non_strict_port:
+    if parent_strict and found_non_strict_port:  # merge the inherited STRICT: the static policy is not listed
         clauses.append(Clause(matches=[_no_principal()]))
     if clauses:
         rules.append(Rule(clauses=clauses))

@@ -140,6 +140,13 @@ CASES = [
         converted=True,
     ),
     Case(
+        "mesh_strict_namespace_unset_workload_unset_with_permissive_port",
+        [MESH_STRICT, pa("ns", "n", "UNSET"), pa("ns", "web", None, selector=WEB, ports={8080: "PERMISSIVE"})],
+        [CONVERTED],
+        frozenset({9090}),
+        converted=True,
+    ),
+    Case(
         # istiod references the converted policy only for a PERMISSIVE port here: a DISABLE port stays STRICT
         "mesh_strict_workload_unset_with_disable_port_stays_strict_as_in_istio",
         [MESH_STRICT, pa("ns", "web", None, selector=WEB, ports={8080: "DISABLE"})],
@@ -150,6 +157,13 @@ CASES = [
     Case(
         "workload_permissive_with_strict_port",
         [MESH_STRICT, pa("ns", "web", "PERMISSIVE", selector=WEB, ports={9090: "STRICT"})],
+        [CONVERTED],
+        frozenset({9090}),
+        converted=True,
+    ),
+    Case(
+        "namespace_strict_workload_disable_with_strict_port",
+        [pa("ns", "n", "STRICT"), pa("ns", "web", "DISABLE", selector=WEB, ports={9090: "STRICT"})],
         [CONVERTED],
         frozenset({9090}),
         converted=True,
