@@ -325,3 +325,15 @@ def test_waypoint_takes_only_mtls_so_peer_authentication_changes_nothing_there()
         assert chain.transport_socket is not None and chain.transport_socket.typed_config is not None
         tls = chain.transport_socket.typed_config.unpack()
         assert isinstance(tls, DownstreamTlsContext) and tls.require_client_certificate
+
+
+def test_refused_peer_authentication_is_logged_by_the_control_plane(caplog: pytest.LogCaptureFixture) -> None:
+    from xds.controlplane import ControlPlane
+
+    bad = pa("istio-system", "default", "STRICT", ports={8080: "PERMISSIVE"})
+    with caplog.at_level("WARNING", logger="xds.controlplane"):
+        ControlPlane().update(mesh_from_objects(web_mesh(bad)))
+    assert (
+        "mesh input rejected: PeerAuthentication istio-system/default: spec.portLevelMtls: "
+        "mesh/namespace-wide PeerAuthentication cannot have portLevelMtls"
+    ) in caplog.text
