@@ -152,7 +152,7 @@ def test_service_without_selector_is_served_from_its_endpoint_slices() -> None:
         ("web", None, "TCP", 80, Protocol.UNKNOWN),
         ("web", None, "TCP", 3306, Protocol.TCP),
         ("http", None, "UDP", 80, Protocol.UDP),
-        ("udp-x", None, "TCP", 80, Protocol.UNKNOWN),
+        ("udp-x", None, "TCP", 80, Protocol.UDP),
         ("tcp", "http", "TCP", 80, Protocol.HTTP),
         ("http", "tcp", "TCP", 80, Protocol.TCP),
         ("http", "custom.example/proto", "TCP", 80, Protocol.UNKNOWN),
@@ -165,7 +165,7 @@ def test_service_without_selector_is_served_from_its_endpoint_slices() -> None:
     ids=[
         "name_http", "name_prefix_before_dash", "name_case_insensitive", "name_grpc", "name_grpc_web",
         "name_grpc_web_prefix", "name_tcp", "name_https_is_tls", "name_redis_is_tcp", "unknown_name_sniffed",
-        "unknown_name_on_well_known_port_is_tcp", "udp_by_l4_protocol", "tcp_port_named_udp_is_not_udp",
+        "unknown_name_on_well_known_port_is_tcp", "udp_by_l4_protocol", "tcp_port_named_udp_is_udp_as_istio",
         "app_protocol_wins_over_name", "app_protocol_tcp_wins_over_http_name", "unknown_app_protocol_ignores_name",
         "kubernetes_h2c", "kubernetes_ws", "kubernetes_wss", "app_protocol_case_insensitive", "app_protocol_grpc_web",
     ],

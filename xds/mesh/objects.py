@@ -115,9 +115,7 @@ def port_protocol(name: str, app_protocol: str | None, l4_protocol: str, port: i
             return _KUBERNETES_APP_PROTOCOLS[value]
     if value[:8].lower() == "grpc-web":
         return Protocol.GRPC_WEB
-    protocol = _PROTOCOL_NAMES.get(value.split("-", 1)[0].lower(), Protocol.UNKNOWN)
-    if protocol is Protocol.UDP:
-        protocol = Protocol.UNKNOWN  # a TCP port named "udp-…" is not UDP
+    protocol = _PROTOCOL_NAMES.get(value.split("-", 1)[0].lower(), Protocol.UNKNOWN)  # "udp-…" is UDP, as Istio
     if protocol is Protocol.UNKNOWN and port in WELL_KNOWN_TCP_PORTS:
         return Protocol.TCP
     return protocol
