@@ -204,7 +204,7 @@ class HboneConnection:
                     return
                 for h2ev in events:
                     self._dispatch(h2ev)
-                    if self.closed:
+                    if self.closed or self.pump.closed:
                         return
                 self._flush_h2()
             elif kind == h2s.EV_REJECT:
@@ -213,7 +213,7 @@ class HboneConnection:
                 _, code, reason, label = ev
                 self._fail_connection(code, label, reason)
                 return
-            if self.closed:
+            if self.closed or self.pump.closed:
                 return
 
     def pump_error(self, sid: int, code: int, reason: str, detail: str) -> None:
@@ -226,11 +226,11 @@ class HboneConnection:
     def _fail_connection(self, code: int, reason: str, detail: str) -> None:
         """A connection error or an abuse limit: GOAWAY `code`, one log line with the counts, one metric count,
         and the connection closed (aborted if the peer is not reading, so its unread bytes are freed now)."""
-        if self.closed:
+        if self.closed or self.pump.closed:
             return
         log.warning(
-            'connection closed peer=%s reason=%s error="http2: %s" streams_opened=%d streams_closed=%d '
-            "premature_resets=%d stream_errors=%d",
+            'connection failed peer=%s reason=%s error="http2 protocol error: %s" streams_opened=%d '
+            "streams_closed=%d premature_resets=%d stream_errors=%d",
             self.peer,
             reason,
             detail,
@@ -362,7 +362,7 @@ class HboneConnection:
             log.debug('stream failed peer=%s stream=%d error="http2: %s"', self.peer, sid, reason)
         self.pump.send_raw(h2s.rst_stream(sid, code))
         self._queued(True)
-        if self.closed:
+        if self.pump.closed:
             return
         self._on_reset(sid, code, local=True)
 
@@ -485,7 +485,7 @@ class HboneConnection:
         block = self._block([(":status", str(status)), *headers])
         self.pump.send_raw(h2s.headers_frames(sid, block, end, self._peer_max_frame))
         self._queued(False)
-        if self.closed:
+        if self.pump.closed:
             return
         if end:
             self._finish(sid, None)
