@@ -187,6 +187,8 @@ class HboneConnection:
             self.ready.set_result(None)
 
     def pump_control(self, data: bytes) -> None:
+        if self._queued_frames and not self.pump.write_paused:
+            self._queued_control = self._queued_frames = 0
         for ev in self.frames.receive(data):
             kind = ev[0]
             if kind == h2s.EV_HEADERS:
@@ -249,10 +251,10 @@ class HboneConnection:
             t.abort()
 
     def _queued(self, control: bool) -> None:
-        """Count a frame we queue; while the peer is not reading, past Envoy's limits it is a flood."""
-        if not self.pump.write_paused:
-            self._queued_control = self._queued_frames = 0
-            return
+        """Count a frame we queue. Envoy counts the frames in its outbound buffer; ours are counted per batch
+        of frames read, and across batches while the transport has paused writing (the peer is not reading):
+        a batch that makes us answer with more than MAX_OUTBOUND_CONTROL_FRAMES acks/resets at once (one read
+        of 15k PINGs), or a peer that does not read while it keeps asking for answers, is a flood."""
         self._queued_frames += 1
         if control:
             self._queued_control += 1
