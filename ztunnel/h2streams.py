@@ -66,7 +66,8 @@ _STREAM_TYPES = frozenset({DATA, HEADERS, PRIORITY, RST_STREAM, PUSH_PROMISE, CO
 
 # Limits, named after Envoy's HTTP/2 protocol options / runtime keys and with their defaults.
 MAX_HEADER_BLOCK = 256 * 1024  # compressed header block across CONTINUATIONs (a CONTINUATION flood ends here)
-MAX_REQUEST_HEADERS = 60 * 1024  # max_request_headers_kb: 60, our SETTINGS_MAX_HEADER_LIST_SIZE as a server
+MAX_HEADER_LIST = 64 * 1024  # our SETTINGS_MAX_HEADER_LIST_SIZE as a server: Istio ztunnel's (Envoy's
+# max_request_headers_kb is 60); a larger list is a connection error, as the HPACK table may be half-updated
 MAX_INBOUND_PRIORITY_FRAMES_PER_STREAM = 100  # max_inbound_priority_frames_per_stream
 PREMATURE_RESET_TOTAL_STREAM_COUNT = 500  # overload.premature_reset_total_stream_count
 PREMATURE_RESET_MIN_STREAM_LIFETIME = 1.0  # overload.premature_reset_min_stream_lifetime_seconds

@@ -125,7 +125,7 @@ class HboneConnection:
         values = {
             S.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
             S.MAX_FRAME_SIZE: MAX_FRAME,
-            S.MAX_HEADER_LIST_SIZE: h2s.MAX_REQUEST_HEADERS if server_side else 16384,
+            S.MAX_HEADER_LIST_SIZE: h2s.MAX_HEADER_LIST if server_side else 16384,
         }
         if server_side:
             values[S.MAX_CONCURRENT_STREAMS] = MAX_CONCURRENT_STREAMS

@@ -201,6 +201,7 @@ def under_attack(m: Mesh, proc: ZtunnelProc, *, settle: float = 3.0) -> Iterator
         time.sleep(settle)
         usage.fds.append(_fds(usage.pid))
         usage.rss_kb.append(_rss_kb(usage.pid))
+        print(f"\n{usage}; bystander: {by.served} round trips, slowest {by.worst * 1000:.0f} ms")  # for the docs
 
 
 def _mesh(tmp_path: Path, net: str, procs: list[ZtunnelProc], backends: list[Backend]) -> tuple[Mesh, dict[str, str]]:
