@@ -165,6 +165,9 @@ cdef class TunnelPump:
     cdef long _stream_window
     cdef long _conn_window
     cdef long _conn_unacked
+    cdef long _max_frame
+    cdef int _empty_run
+    cdef bint _write_paused
     cdef long _peer_stream_window
     cdef long _peer_max_frame
     cdef long _conn_send_window
@@ -180,7 +183,7 @@ cdef class TunnelPump:
     cdef _Buf _stage
 
     def __init__(self, sslobj, incoming, outgoing, owner, bint server_side, long stream_window,
-                 long conn_window):
+                 long conn_window, long max_frame=DEFAULT_FRAME):
         self._ssl = sslobj
         # the C-level _ssl._SSLSocket methods, skipping ssl.SSLObject's Python wrappers
         self._ssl_read = sslobj._sslobj.read
@@ -206,6 +209,9 @@ cdef class TunnelPump:
         self._stream_window = stream_window
         self._conn_window = conn_window
         self._conn_unacked = 0
+        self._max_frame = max_frame
+        self._empty_run = 0
+        self._write_paused = False
         self._peer_stream_window = DEFAULT_WINDOW
         self._peer_max_frame = DEFAULT_FRAME
         self._conn_send_window = DEFAULT_WINDOW
@@ -259,10 +265,28 @@ cdef class TunnelPump:
             self._owner.pump_closed(exc)
 
     def pause_writing(self):
-        pass
+        cdef _Stream st
+        self._write_paused = True
+        for st in self._streams.values():
+            if not st.reading_paused and st.transport is not None:
+                st.reading_paused = True
+                st.transport.pause_reading()
 
     def resume_writing(self):
-        pass
+        cdef _Stream st
+        self._write_paused = False
+        for st in self._streams.values():
+            if st.reading_paused and not st.pending.size() and st.transport is not None:
+                st.reading_paused = False
+                st.transport.resume_reading()
+
+    @property
+    def write_paused(self):
+        return self._write_paused
+
+    cdef _error(self, long sid, int code, str reason, str detail):
+        self._flush_out()
+        self._owner.pump_error(sid, code, reason, detail)
 
     # ------------------------------------------------------------ TLS
     cdef bint _handshake(self) except -1:
@@ -357,6 +381,18 @@ cdef class TunnelPump:
             ftype = p[3]
             flags = p[4]
             sid = ((p[5] & 0x7F) << 24) | (p[6] << 16) | (p[7] << 8) | p[8]
+            if length > self._max_frame or ftype == T_DATA or ftype == T_WINDOW_UPDATE:
+                if ctl_start >= 0:  # frames before the offending one reach the owner first
+                    self._flush_out()
+                    self._pump_control(PyBytes_FromStringAndSize(<char*>buf.data + ctl_start, pos - ctl_start))
+                    ctl_start = -1
+                    if self._closed:
+                        return
+                    p = buf.data + pos
+                if not self._frame_ok(length, ftype, flags, sid):
+                    return
+            elif length:  # any frame with a payload ends a run of empty DATA frames
+                self._empty_run = 0
             if ftype == T_DATA and not (flags & F_PADDED) and sid in self._streams:
                 if ctl_start >= 0:
                     self._pump_control(PyBytes_FromStringAndSize(<char*>buf.data + ctl_start, pos - ctl_start))
@@ -415,16 +451,10 @@ cdef class TunnelPump:
                 if self._closed:
                     return
                 pos += FRAME_HEADER + length
-            elif ftype == T_WINDOW_UPDATE and length == 4:
-                if ctl_start >= 0:
-                    self._flush_out()
-                    self._pump_control(PyBytes_FromStringAndSize(<char*>buf.data + ctl_start, pos - ctl_start))
-                    ctl_start = -1
-                    if self._closed:
-                        return
-                    p = buf.data + pos
+            elif ftype == T_WINDOW_UPDATE and (sid == 0 or sid in self._streams):
                 inc = ((p[9] & 0x7F) << 24) | (p[10] << 16) | (p[11] << 8) | p[12]
-                self._on_window_update(sid, inc)
+                if not self._on_window_update(sid, inc):
+                    return
                 pos += FRAME_HEADER + length
             else:
                 if ctl_start < 0:
@@ -437,6 +467,34 @@ cdef class TunnelPump:
         self._flush_out()
         if not self._closed:
             buf.consume(pos - buf.start)
+
+    cdef bint _frame_ok(self, Py_ssize_t length, int ftype, int flags, long sid) except -1:
+        """Checks on a frame header before any of its payload is buffered; False after a connection error."""
+        cdef _Stream st
+        if length > self._max_frame:
+            self._error(0, FRAME_SIZE_ERROR, "frame_size",
+                        f"frame type {ftype} of {length} bytes exceeds {self._max_frame}")
+            return False
+        if ftype == T_DATA:
+            if length == 0 and not (flags & F_END_STREAM):
+                self._empty_run += 1
+                if self._empty_run > MAX_CONSECUTIVE_EMPTY_FRAMES:
+                    self._error(0, ENHANCE_YOUR_CALM, "empty_frame_flood", "consecutive DATA frames without payload")
+                    return False
+            else:
+                self._empty_run = 0
+            if self._conn_unacked + length > self._conn_window:
+                self._error(0, FLOW_CONTROL_ERROR, "flow_control", "DATA beyond the connection receive window")
+                return False
+            st = self._streams.get(sid)
+            if st is not None and st.recv_unacked + length > self._stream_window:
+                self._error(0, FLOW_CONTROL_ERROR, "flow_control", f"DATA beyond the receive window of stream {sid}")
+                return False
+            return True
+        if ftype == T_WINDOW_UPDATE and length != 4:
+            self._error(0, FRAME_SIZE_ERROR, "frame_size", f"WINDOW_UPDATE of length {length}")
+            return False
+        return True
 
     cdef _deliver(self, long sid, Py_ssize_t off, Py_ssize_t n):
         """Account n payload bytes at buf offset `off` for stream sid and queue them for one coalesced write."""
@@ -515,10 +573,17 @@ cdef class TunnelPump:
         h[12] = inc & 0xFF
         self._wbuf.append(h, 13)
 
-    cdef _on_window_update(self, long sid, long inc):
+    cdef bint _on_window_update(self, long sid, long inc) except -1:
+        """Apply a peer's WINDOW_UPDATE (RFC 9113 §6.9); False after a connection error."""
         cdef _Stream st
+        if inc == 0:
+            self._error(0, PROTOCOL_ERROR, "flow_control", f"WINDOW_UPDATE increment 0 on stream {sid}")
+            return False
         if sid == 0:
-            self._conn_send_window = min(<long>MAX_WINDOW, self._conn_send_window + inc)
+            if self._conn_send_window + inc > MAX_WINDOW:
+                self._error(0, FLOW_CONTROL_ERROR, "flow_control", "connection send window above 2^31-1")
+                return False
+            self._conn_send_window += inc
             if self._blocked:
                 for st in list(self._blocked.values()):
                     self._push(st)
@@ -527,9 +592,13 @@ cdef class TunnelPump:
         else:
             st = self._streams.get(sid)
             if st is not None:
-                st.send_window = min(<long>MAX_WINDOW, st.send_window + inc)
+                if st.send_window + inc > MAX_WINDOW:
+                    self._error(sid, FLOW_CONTROL_ERROR, "flow_control", f"send window of stream {sid} above 2^31-1")
+                    return not self._closed
+                st.send_window += inc
                 if st.pending.size():
                     self._push(st)
+        return True
 
     # ------------------------------------------------------------ send side
     cdef Py_ssize_t _frame_out(self, _Stream st, const unsigned char* src, Py_ssize_t total):
@@ -584,7 +653,7 @@ cdef class TunnelPump:
                 st.transport.pause_reading()
         else:
             self._blocked.pop(st.sid, None)
-            if st.reading_paused and st.transport is not None:
+            if st.reading_paused and st.transport is not None and not self._write_paused:
                 st.reading_paused = False
                 st.transport.resume_reading()
             if st.pending_eof:
@@ -657,7 +726,7 @@ cdef class TunnelPump:
             for chunk in st.inbuf:
                 transport.write(chunk)
             st.inbuf = []
-        if st.pending.size() and not st.reading_paused:
+        if (st.pending.size() or self._write_paused) and not st.reading_paused:
             st.reading_paused = True
             transport.pause_reading()
 
