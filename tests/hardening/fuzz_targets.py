@@ -83,6 +83,15 @@ class _Owner:
 
     def __init__(self) -> None:
         self.calls: list[tuple[Any, ...]] = []
+        self.pump: Any = None
+
+    def pump_error(self, sid: int, code: int, reason: str, detail: str) -> None:
+        """As `HboneConnection`: a stream error forgets the stream, a connection error closes the connection."""
+        self.calls.append(("error", sid, code, reason))
+        if sid:
+            self.pump.close_stream(sid)
+        else:
+            self.pump.close()
 
     def pump_handshake_done(self) -> None:
         self.calls.append(("handshake",))
@@ -129,6 +138,7 @@ def _pump_run(impl: ModuleType, chunks: list[bytes], window: int) -> dict[str, A
     s_in, s_out, c_in, c_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
     owner, tls, plain = _Owner(), _Transport(), _Transport()
     pump = impl.TunnelPump(server_ctx.wrap_bio(s_in, s_out, server_side=True), s_in, s_out, owner, True, window, window)
+    owner.pump = pump
     pump.connection_made(tls)
     client = client_ctx.wrap_bio(c_in, c_out, server_side=False)
     for _ in range(4):  # TLS 1.3: ClientHello → server flight → client Finished
@@ -155,8 +165,8 @@ def _pump_run(impl: ModuleType, chunks: list[bytes], window: int) -> dict[str, A
     c_in.write(bytes(tls.written))
     sent = bytearray()
     try:
-        while True:
-            sent += client.read(65536)
+        while chunk := client.read(65536):  # b"" once the pump's close_notify is read
+            sent += chunk
     except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
         pass
     assert len(plain.written) <= fed, "more bytes reached the plain socket than were received"
@@ -205,7 +215,7 @@ def _h2streams_run(server_side: bool, chunks: list[bytes]) -> None:
             elif kind == h2s.EV_ERROR:
                 assert isinstance(ev[1], int) and isinstance(ev[2], str)
                 return
-            assert frames._block_len <= h2s._MAX_BLOCK, "header block reassembly beyond its limit"
+            assert frames._block_len <= h2s.MAX_HEADER_BLOCK, "header block reassembly beyond its limit"
             assert len(known) <= frames.max_streams or not server_side, "more streams than advertised"
 
 

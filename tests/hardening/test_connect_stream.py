@@ -206,8 +206,11 @@ def test_a_headers_frame_above_our_advertised_max_frame_size_is_a_frame_size_con
         size = c.server_settings.get(MAX_FRAME_SIZE, 16384) + 1
         block = c.encoder.encode([(":method", "CONNECT"), (":authority", node.backend)])
         c.send(raw_frame(0x1, 0x4, 1, block + b"\x00" * (size - len(block))))
-        frames = c.until(GoAwayFrame)
-        assert frames[-1].error_code == FRAME_SIZE_ERROR, frames
-        c.until(Closed)
+        # GOAWAY FRAME_SIZE_ERROR, then the close; the server may abort before reading the rest of the frame,
+        # and a reset can discard the GOAWAY in our receive buffer, so the close alone also counts (as in h2spec)
+        frames = c.until(Closed, timeout=20)
+        goaways = [f.error_code for f in frames if isinstance(f, GoAwayFrame)]
+        assert goaways in ([], [FRAME_SIZE_ERROR]), frames
+        assert not any(isinstance(f, HeadersFrame) for f in frames), f"the oversized HEADERS was answered: {frames}"
     finally:
         c.close()

@@ -42,6 +42,12 @@ def test_fuzz_target_bounded_run_finds_nothing(target: str, tmp_path: Path) -> N
 # as the value the fuzzer's bytes decoded to (that decoding changes when the generator does; the value does not).
 
 BYTE_REGRESSIONS = [
+    # padded DATA on an open stream whose pad length exceeds the frame: the Cython core raised SystemError (a
+    # negative size into PyBytes_FromStringAndSize), the twin delivered nothing; now GOAWAY PROTOCOL_ERROR in both
+    (
+        "pump_frames",
+        b"\x00\x00\x02\x00-\x00\x00\x00\x01A\x00" + b"\xeb" * 6 + b"\xef\xeb\xeb\xeb\x00\x00\x00\xf6\x00U\x03",
+    ),
     # greeting and a bad request in one read: the greeting's answer was dropped, in two reads it was sent
     ("socks5", b"\x05\x04\x84\xcb\xcb\x00\x01\x00\xcb\xcb)\xcb\xcb\xcb\x04\x04\x04\x0c\x00"),
 ]
