@@ -212,8 +212,27 @@ class PathMatch:
 
 
 @dataclass(frozen=True)
+class ValueMatch:
+    """One header or query-parameter condition of an HTTPRoute match (header names are lower-cased)."""
+
+    name: str
+    kind: str  # "Exact" | "RegularExpression"
+    value: str
+
+
+@dataclass(frozen=True)
+class HTTPMatch:
+    """One `matches[]` entry: every condition must hold (AND). The matches of a rule are ORed."""
+
+    path: PathMatch = PathMatch("PathPrefix", "/")
+    headers: tuple[ValueMatch, ...] = ()
+    query_params: tuple[ValueMatch, ...] = ()
+    method: str | None = None
+
+
+@dataclass(frozen=True)
 class RouteRule:
-    matches: tuple[PathMatch, ...]
+    matches: tuple[HTTPMatch, ...]  # never empty: the Gateway API default is one PathPrefix "/" match
     backends: tuple[BackendRef, ...]
 
 
