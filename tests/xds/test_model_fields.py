@@ -8,7 +8,9 @@ policy kinds refused). Kubernetes' own bookkeeping must stay quiet.
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +18,7 @@ import pytest
 from tests.harness.meshes import shop_mesh
 from xds.envoy.waypoint import build_waypoint
 from xds.mesh.fields import FIELD_TABLE, REFUSED_WHEN_INCOMPLETE, unhandled_fields, unknown_kinds
+from xds.mesh.files import unknown_kinds_line
 from xds.mesh.model import Mesh
 from xds.mesh.objects import mesh_from_objects
 
@@ -462,3 +465,19 @@ def test_unknown_kinds_are_counted_once_per_kind() -> None:
     ]
     assert unknown_kinds(objects) == {"DestinationRule": 1, "VirtualService": 2}
     assert mesh_from_objects(objects).errors == ()  # listed at start-up, not an error on every update
+
+
+def test_local_mode_start_up_line_names_unknown_kinds(tmp_path: Path) -> None:
+    (tmp_path / "vs.yaml").write_text(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a, namespace: shop}\n---\n"
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: b, namespace: shop}\n---\n"
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n"
+    )
+    (tmp_path / "dr.json").write_text(json.dumps(obj("DestinationRule", {}, "networking.istio.io/v1")))
+    assert unknown_kinds_line(tmp_path) == (
+        "objects of kinds the mesh model does not implement are ignored (no effect on the mesh): "
+        "DestinationRule (1), VirtualService (2)"
+    )
+    (tmp_path / "vs.yaml").unlink()
+    (tmp_path / "dr.json").unlink()
+    assert unknown_kinds_line(tmp_path) is None

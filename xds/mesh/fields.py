@@ -350,7 +350,16 @@ def unknown_kinds(objects: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def describe_unknown_kinds(counts: Mapping[str, int]) -> str | None:
+    """One line for the logs: which kinds are present that the model does not implement (so have no effect)."""
+    if not counts:
+        return None
+    listed = ", ".join(f"{kind} ({n})" for kind, n in sorted(counts.items()))
+    return f"objects of kinds the mesh model does not implement are ignored (no effect on the mesh): {listed}"
+
+
 __all__ = [
+    "describe_unknown_kinds",
     "FIELD_TABLE",
     "KNOWN_KINDS",
     "REFUSED_WHEN_INCOMPLETE",
