@@ -17,7 +17,7 @@ import pytest
 
 from tests.harness.meshes import shop_mesh
 from xds.envoy.waypoint import build_waypoint
-from xds.mesh.fields import FIELD_TABLE, REFUSED_WHEN_INCOMPLETE, unhandled_fields, unknown_kinds
+from xds.mesh.fields import FIELD_TABLE, REFUSED_WHEN_INCOMPLETE, Handling, unhandled_fields, unknown_kinds
 from xds.mesh.files import unknown_kinds_line
 from xds.mesh.model import Mesh
 from xds.mesh.objects import mesh_from_objects
@@ -481,3 +481,11 @@ def test_local_mode_start_up_line_names_unknown_kinds(tmp_path: Path) -> None:
     (tmp_path / "vs.yaml").unlink()
     (tmp_path / "dr.json").unlink()
     assert unknown_kinds_line(tmp_path) is None
+
+
+def test_docs_list_every_ignored_or_value_restricted_field() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "fields.md").read_text()
+    for kind, fields in FIELD_TABLE.items():
+        for f in fields:
+            if (f.handling is Handling.IGNORED or f.values is not None) and f.pattern != "metadata.*":
+                assert f"| {kind} | `{f.pattern}` |" in doc, (kind, f.pattern)
