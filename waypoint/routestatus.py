@@ -32,7 +32,7 @@ def route_verdict(route: KubeObject) -> tuple[str, str] | None:
     unhandled = unhandled_fields(route)
     if unhandled:
         first = unhandled[0]
-        reason = INVALID_FILTER if first.path.rsplit(".", 1)[-1].startswith("filters") else UNSUPPORTED_VALUE
+        reason = INVALID_FILTER if ".filters" in first.path else UNSUPPORTED_VALUE
         return reason, f"{first.path}: {first.message()}"
     namespace = str((route.get("metadata") or {}).get("namespace") or "default")
     try:

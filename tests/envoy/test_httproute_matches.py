@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import collections
 import functools
+import http.server
 import json
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +47,7 @@ PODS = {
     "api-exact-0": ("127.0.13.26", {"app": "api", "role": "exact"}),
     "api-both-0": ("127.0.13.27", {"app": "api", "role": "both"}),
 }
+ECHO_VIP, ECHO_IP = "127.97.0.30", "127.0.13.31"  # echo-0 answers with the request headers it got
 API_ROLES = ("default", "post", "v2", "admin", "static", "exact", "both")
 
 
@@ -94,7 +97,37 @@ def mesh_objects(*routes: dict[str, Any]) -> list[dict[str, Any]]:
         objects.append(service(NS, f"api-{role}", f"127.97.0.{21 + i}", [("http", 80, 8080)], {"role": role}))
     for name, (ip, labels) in PODS.items():
         objects.append(pod(NS, name, ip, labels, labels["app"]))
+    objects.append(service(NS, "echo", ECHO_VIP, [("http", 80, 8080)], {"app": "echo"}))
+    objects.append(pod(NS, "echo-0", ECHO_IP, {"app": "echo"}, "echo"))
     return objects + list(routes)
+
+
+class HeaderEchoBackend:
+    """An HTTP server whose response body is the request's headers as one JSON object (names lower-cased)."""
+
+    def __init__(self, ip: str, port: int) -> None:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                seen: dict[str, list[str]] = {}
+                for name, value in self.headers.items():
+                    seen.setdefault(name.lower(), []).append(value)
+                body = json.dumps(seen, sort_keys=True).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("x-backend", "echo")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer((ip, port), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 @dataclass
@@ -102,6 +135,13 @@ class Waypoint:
     control: ControlPlaneThread
     envoy: EnvoyProcess
     ca: CertificateAuthority
+
+    def exchange(self, vip: str, *, headers: tuple[tuple[str, str], ...] = ()) -> bytes:
+        """The whole HTTP response the waypoint sent back."""
+        with HboneClient((WAYPOINT.listen_address, 15008), self.ca.issue(spiffe_id(NS, "sleep"))) as client:
+            result = client.exchange(f"{vip}:80", http_get(vip, headers=headers))
+        assert result.status == 200, result
+        return result.body
 
     def request(
         self, vip: str, *, method: str = "GET", path: str = "/", headers: tuple[tuple[str, str], ...] = ()
@@ -143,8 +183,11 @@ def wp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Waypoint]:
     control = ControlPlaneThread(mesh_objects(CANARY_ROUTE, API_ROUTE), ca=ca).start()
     workdir: Path = tmp_path_factory.mktemp("envoy-routes")
     node_identity = ca.issue(spiffe_id("istio-system", "ztunnel"))
-    terminators = [HboneTerminator(ip, node_identity) for ip, _ in PODS.values()]
-    backends = [NamedHttpBackend(ip, 8080, name) for name, (ip, _) in PODS.items()]
+    terminators = [HboneTerminator(ip, node_identity) for ip in [ip for ip, _ in PODS.values()] + [ECHO_IP]]
+    backends: list[NamedHttpBackend | HeaderEchoBackend] = [
+        NamedHttpBackend(ip, 8080, name) for name, (ip, _) in PODS.items()
+    ]
+    backends.append(HeaderEchoBackend(ECHO_IP, 8080))
     envoy = EnvoyProcess(workdir, WAYPOINT, control.port, delta=True).start()
     try:
         wait_until(functools.partial(acked_everything, control.control_plane, envoy), what="envoy ACKs every type")
@@ -244,9 +287,7 @@ def test_route_with_an_unimplemented_filter_is_refused_not_served_without_it(wp:
             to(
                 "web-canary",
                 {"headers": [{"name": "x-canary", "value": "true"}]},
-                filters=[
-                    {"type": "RequestHeaderModifier", "requestHeaderModifier": {"set": [{"name": "x-a", "value": "1"}]}}
-                ],
+                filters=[{"type": "URLRewrite", "urlRewrite": {"hostname": "elsewhere.example"}}],
             ),
             to("web-stable"),
         ],
@@ -255,8 +296,10 @@ def test_route_with_an_unimplemented_filter_is_refused_not_served_without_it(wp:
     try:
         errors = [str(e) for e in wp.control.control_plane.mesh.errors]
         assert errors == [
-            f"HTTPRoute {NS}/web-canary: spec.rules[0].filters: not implemented; the HTTPRoute is not used "
-            "(it would be enforced weaker than written)"
+            f"HTTPRoute {NS}/web-canary: spec.rules[0].filters[0].type: value 'URLRewrite' is not implemented; "
+            "the HTTPRoute is not used (it would be enforced weaker than written)",
+            f"HTTPRoute {NS}/web-canary: spec.rules[0].filters[0].urlRewrite: not implemented; "
+            "the HTTPRoute is not used (it would be enforced weaker than written)",
         ]
         # No rule of the refused route reaches Envoy: the service is served as if it had no route.
         assert wp.route_names(WEB_CHAIN) == ["default"]
@@ -266,3 +309,50 @@ def test_route_with_an_unimplemented_filter_is_refused_not_served_without_it(wp:
     finally:
         wp.apply(CANARY_ROUTE, API_ROUTE)
     assert wp.route_names(WEB_CHAIN) == [f"{NS}.web-canary.0", f"{NS}.web-canary.1"]
+
+
+ECHO_ROUTE = http_route(
+    "echo",
+    "echo",
+    [
+        to(
+            "echo",
+            filters=[
+                {
+                    "type": "RequestHeaderModifier",
+                    "requestHeaderModifier": {
+                        "set": [{"name": "X-Set", "value": "route"}],
+                        "add": [{"name": "x-add", "value": "route"}],
+                        "remove": ["x-drop"],
+                    },
+                },
+                {
+                    "type": "ResponseHeaderModifier",
+                    "responseHeaderModifier": {"set": [{"name": "x-resp", "value": "route"}], "remove": ["x-backend"]},
+                },
+            ],
+        )
+    ],
+)
+
+
+def test_header_modifier_filters_change_what_backend_and_client_see(wp: Waypoint) -> None:
+    wp.apply(CANARY_ROUTE, API_ROUTE, ECHO_ROUTE)
+    try:
+        sent = (("x-set", "client"), ("x-add", "client"), ("x-drop", "client"), ("x-keep", "client"))
+        response = wp.exchange(ECHO_VIP, headers=sent)
+        head, _, body = response.partition(b"\r\n\r\n")
+        seen = json.loads(body.rsplit(b"\r\n", 1)[-1])
+        assert seen["x-set"] == ["route"]  # set: overwritten
+        assert seen["x-add"] in (["client", "route"], ["client,route"])  # add: appended
+        assert "x-drop" not in seen  # remove
+        assert seen["x-keep"] == ["client"]
+        lines = [line.lower() for line in head.split(b"\r\n")]
+        assert b"x-resp: route" in lines
+        assert not any(line.startswith(b"x-backend:") for line in lines)
+        # Without the route the backend sees the client's headers untouched.
+        wp.apply(CANARY_ROUTE, API_ROUTE)
+        untouched = json.loads(wp.exchange(ECHO_VIP, headers=sent).rsplit(b"\r\n", 1)[-1])
+        assert untouched["x-set"] == ["client"] and untouched["x-drop"] == ["client"]
+    finally:
+        wp.apply(CANARY_ROUTE, API_ROUTE)

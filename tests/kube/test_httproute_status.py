@@ -64,8 +64,8 @@ ROWS = [
     StatusRow("valid_route", route(), ("True", "Accepted", "Route was valid"), ("True", "ResolvedRefs")),
     StatusRow(
         "unimplemented_filter",
-        route(rule_extra={"filters": [{"type": "RequestHeaderModifier"}]}),
-        ("False", "InvalidFilter", "spec.rules[0].filters: not implemented"),
+        route(rule_extra={"filters": [{"type": "URLRewrite", "urlRewrite": {"hostname": "x"}}]}),
+        ("False", "InvalidFilter", "spec.rules[0].filters[0].type: value 'URLRewrite' is not implemented"),
         ("True", "ResolvedRefs"),
     ),
     StatusRow(
@@ -166,7 +166,7 @@ def test_controller_writes_refusal_then_acceptance(
     kube_cluster: KubeCluster, namespace: str, controller: WaypointController
 ) -> None:
     kube_cluster.apply(MANIFESTS.format(ns=namespace))
-    filters = "    filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-a, value: '1'}]}}]"
+    filters = "    filters: [{type: URLRewrite, urlRewrite: {hostname: elsewhere.example}}]"
     kube_cluster.apply(ROUTE.format(ns=namespace, extra=filters))
 
     def refused() -> dict[str, Any] | None:
@@ -174,7 +174,10 @@ def test_controller_writes_refusal_then_acceptance(
         return condition if condition and condition["status"] == "False" else None
 
     condition = eventually(refused, what="Accepted=False on the route", timeout=30)
-    assert (condition["reason"], condition["message"]) == ("InvalidFilter", "spec.rules[0].filters: not implemented")
+    assert (condition["reason"], condition["message"]) == (
+        "InvalidFilter",
+        "spec.rules[0].filters[0].type: value 'URLRewrite' is not implemented",
+    )
 
     kube_cluster.apply(ROUTE.format(ns=namespace, extra=""))
 

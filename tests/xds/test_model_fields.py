@@ -72,26 +72,58 @@ class RefusalRow:
 
 ROUTE_REFUSALS = [
     RefusalRow(
-        "request_header_modifier_filter",
-        canary_route(
-            filters=[{"type": "RequestHeaderModifier", "requestHeaderModifier": {"set": [{"name": "a", "value": "b"}]}}]
-        ),
-        "spec.rules[0].filters",
-    ),
-    RefusalRow(
-        "response_header_modifier_filter",
-        canary_route(filters=[{"type": "ResponseHeaderModifier", "responseHeaderModifier": {"remove": ["a"]}}]),
-        "spec.rules[0].filters",
-    ),
-    RefusalRow(
         "request_redirect_filter",
         canary_route(filters=[{"type": "RequestRedirect", "requestRedirect": {"statusCode": 301}}]),
-        "spec.rules[0].filters",
+        "spec.rules[0].filters[0].type",
+        "value 'RequestRedirect' is not implemented",
     ),
     RefusalRow(
         "url_rewrite_filter",
         canary_route(filters=[{"type": "URLRewrite", "urlRewrite": {"hostname": "x"}}]),
-        "spec.rules[0].filters",
+        "spec.rules[0].filters[0].type",
+        "value 'URLRewrite' is not implemented",
+    ),
+    RefusalRow(
+        "request_mirror_filter",
+        canary_route(filters=[{"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "web-v1"}}}]),
+        "spec.rules[0].filters[0].type",
+        "value 'RequestMirror' is not implemented",
+    ),
+    RefusalRow(
+        "header_modifier_setting_host",
+        canary_route(
+            filters=[
+                {"type": "RequestHeaderModifier", "requestHeaderModifier": {"set": [{"name": "Host", "value": "x"}]}}
+            ]
+        ),
+        "spec.rules[0].filters[0].requestHeaderModifier.set[0].name",
+        "Host is not implemented",
+    ),
+    RefusalRow(
+        "header_modifier_twice_in_a_rule",
+        canary_route(
+            filters=[
+                {"type": "ResponseHeaderModifier", "responseHeaderModifier": {"remove": ["a"]}},
+                {"type": "ResponseHeaderModifier", "responseHeaderModifier": {"remove": ["b"]}},
+            ]
+        ),
+        "spec.rules[0].filters[1].type",
+        "appears twice",
+    ),
+    RefusalRow(
+        "header_modifier_without_its_configuration",
+        canary_route(filters=[{"type": "RequestHeaderModifier"}]),
+        "spec.rules[0].filters[0].requestHeaderModifier",
+        "is required",
+    ),
+    RefusalRow(
+        "header_modifier_unknown_field",
+        canary_route(
+            filters=[
+                {"type": "RequestHeaderModifier", "requestHeaderModifier": {"replace": [{"name": "a", "value": "b"}]}}
+            ]
+        ),
+        "spec.rules[0].filters[0].requestHeaderModifier.replace",
     ),
     RefusalRow("timeouts", canary_route(timeouts={"request": "1s"}), "spec.rules[0].timeouts"),
     RefusalRow("retry", canary_route(retry={"attempts": 3}), "spec.rules[0].retry"),
@@ -106,7 +138,7 @@ ROUTE_REFUSALS = [
             [{"type": "RequestHeaderModifier", "requestHeaderModifier": {"add": [{"name": "a", "value": "b"}]}}],
         ),
         "spec.rules[0].backendRefs[0].filters",
-    ),
+    ),  # per-backend filters: not implemented (only rule-level header filters are)
     RefusalRow(
         "parent_section_name",
         with_path(canary_route(), "spec.parentRefs[0].sectionName", "http"),
@@ -182,7 +214,7 @@ ROUTE_REFUSALS = [
 def test_route_refused_and_not_served_weaker(row: RefusalRow) -> None:
     base = [o for o in shop_mesh() if o["kind"] != "HTTPRoute"]
     mesh = mesh_from_objects([*base, row.route])
-    assert [(e.ref.kind, e.ref.name) for e in mesh.errors] == [("HTTPRoute", "web-canary")], mesh.errors
+    assert {(e.ref.kind, e.ref.name) for e in mesh.errors} == {("HTTPRoute", "web-canary")}, mesh.errors
     error = mesh.errors[0]
     assert error.field == row.field
     assert row.message in error.message
@@ -489,3 +521,33 @@ def test_docs_list_every_ignored_or_value_restricted_field() -> None:
         for f in fields:
             if (f.handling is Handling.IGNORED or f.values is not None) and f.pattern != "metadata.*":
                 assert f"| {kind} | `{f.pattern}` |" in doc, (kind, f.pattern)
+
+
+def test_header_filters_become_route_header_operations() -> None:
+    base = [o for o in shop_mesh() if o["kind"] != "HTTPRoute"]
+    route = canary_route(
+        filters=[
+            {
+                "type": "RequestHeaderModifier",
+                "requestHeaderModifier": {
+                    "set": [{"name": "X-Set-B", "value": "2"}, {"name": "x-set-a", "value": "1"}],
+                    "add": [{"name": "x-add", "value": "3"}],
+                    "remove": ["X-Drop"],
+                },
+            },
+            {"type": "ResponseHeaderModifier", "responseHeaderModifier": {"set": [{"name": "x-resp", "value": "4"}]}},
+        ]
+    )
+    mesh = mesh_from_objects([*base, route])
+    assert mesh.errors == ()
+    canary, default = web_routes(mesh)
+    assert canary["requestHeadersToAdd"] == [
+        {"header": {"key": "x-set-a", "value": "1"}, "appendAction": "OVERWRITE_IF_EXISTS_OR_ADD"},
+        {"header": {"key": "x-set-b", "value": "2"}, "appendAction": "OVERWRITE_IF_EXISTS_OR_ADD"},
+        {"header": {"key": "x-add", "value": "3"}},  # APPEND_IF_EXISTS_OR_ADD, the default
+    ]
+    assert canary["requestHeadersToRemove"] == ["x-drop"]
+    assert canary["responseHeadersToAdd"] == [
+        {"header": {"key": "x-resp", "value": "4"}, "appendAction": "OVERWRITE_IF_EXISTS_OR_ADD"}
+    ]
+    assert "requestHeadersToAdd" not in default and "responseHeadersToAdd" not in default

@@ -10,14 +10,19 @@ become separate routes (ORed, in precedence order, see `xds.mesh.route_precedenc
 - headers → `HeaderMatcher` with an exact or RE2 `string_match` (Envoy compares names
   case-insensitively; the model lower-cases them); method → the `:method` pseudo-header, exact.
 - queryParams → `QueryParameterMatcher` with an exact or RE2 `string_match`.
+
+A rule's RequestHeaderModifier / ResponseHeaderModifier become the route's
+`request_headers_to_add`/`_remove` and `response_headers_to_add`/`_remove`: `set` overwrites
+(`OVERWRITE_IF_EXISTS_OR_ADD`), `add` appends (`APPEND_IF_EXISTS_OR_ADD`), `remove` drops.
 """
 
 from __future__ import annotations
 
-from envoy_data_plane.envoy.config.route.v3 import HeaderMatcher, QueryParameterMatcher, RouteMatch
+from envoy_data_plane.envoy.config.core.v3 import HeaderValue, HeaderValueOption, HeaderValueOptionHeaderAppendAction
+from envoy_data_plane.envoy.config.route.v3 import HeaderMatcher, QueryParameterMatcher, Route, RouteMatch
 from envoy_data_plane.envoy.type.matcher.v3 import RegexMatcher, StringMatcher
 
-from xds.mesh.model import HTTPMatch, PathMatch, ValueMatch
+from xds.mesh.model import HeaderModifier, HTTPMatch, PathMatch, ValueMatch
 from xds.mesh.route_precedence import prefix_value
 
 
@@ -55,4 +60,26 @@ def route_match(match: HTTPMatch) -> RouteMatch:
     return out
 
 
-__all__ = ["route_match"]
+def _header_options(modifier: HeaderModifier) -> list[HeaderValueOption]:
+    # As Istio: `set` entries (overwrite) then `add` entries (append), each sorted by name.
+    return [
+        HeaderValueOption(header=HeaderValue(key=name, value=value), append_action=action)
+        for pairs, action in (
+            (modifier.set, HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD),
+            (modifier.add, HeaderValueOptionHeaderAppendAction.APPEND_IF_EXISTS_OR_ADD),
+        )
+        for name, value in sorted(pairs)
+    ]
+
+
+def apply_header_filters(route: Route, request: HeaderModifier | None, response: HeaderModifier | None) -> None:
+    """RequestHeaderModifier / ResponseHeaderModifier as route-level header operations."""
+    if request is not None:
+        route.request_headers_to_add = _header_options(request)
+        route.request_headers_to_remove = list(request.remove)
+    if response is not None:
+        route.response_headers_to_add = _header_options(response)
+        route.response_headers_to_remove = list(response.remove)
+
+
+__all__ = ["apply_header_filters", "route_match"]

@@ -351,6 +351,7 @@ def _routes_for(
             if backend.weight > 0:
                 clusters.append(WeightedClusterClusterWeight(name=target.name, weight=backend.weight))
         route = Route(name=entry.name, match=routes_envoy.route_match(entry.match), decorator=decorator)
+        routes_envoy.apply_header_filters(route, entry.rule.request_headers, entry.rule.response_headers)
         if not entry.rule.backends:
             route.route = RouteAction(cluster=default_cluster, timeout=seconds(0), retry_policy=_default_retry_policy())
         elif not clusters:

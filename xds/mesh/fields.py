@@ -181,7 +181,13 @@ FIELD_TABLE: Mapping[str, tuple[Field, ...]] = {
             "spec.rules[].backendRefs[].namespace",
             "spec.rules[].backendRefs[].port",
             "spec.rules[].backendRefs[].weight",
+            *(
+                f"spec.rules[].filters[].{modifier}.{part}"
+                for modifier in ("requestHeaderModifier", "responseHeaderModifier")
+                for part in ("set[].name", "set[].value", "add[].name", "add[].value", "remove[]")
+            ),
         ),
+        *implemented("spec.rules[].filters[].type", values=("RequestHeaderModifier", "ResponseHeaderModifier")),
         *_POLICY_STATUS,
     ),
     "AuthorizationPolicy": (

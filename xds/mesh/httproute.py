@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from xds.mesh.model import BackendRef, HTTPMatch, HTTPRoute, PathMatch, RouteRule, ValueMatch
+from xds.mesh.model import BackendRef, HeaderModifier, HTTPMatch, HTTPRoute, PathMatch, RouteRule, ValueMatch
 
 PATH_TYPES = ("PathPrefix", "Exact", "RegularExpression")
 VALUE_TYPES = ("Exact", "RegularExpression")
@@ -119,6 +119,60 @@ def parse_match(raw: Any, field: str) -> HTTPMatch:
     )
 
 
+HEADER_FILTERS = {"RequestHeaderModifier": "requestHeaderModifier", "ResponseHeaderModifier": "responseHeaderModifier"}
+
+
+def parse_header_modifier(raw: Any, field: str) -> HeaderModifier:
+    """Gateway API HTTPHeaderFilter: `set` replaces, `add` appends, `remove` drops; names case-insensitive."""
+    modifier = _object(raw, field)
+    seen: set[str] = set()
+
+    def pairs(key: str) -> tuple[tuple[str, str], ...]:
+        out: list[tuple[str, str]] = []
+        for i, item in enumerate(_list(modifier.get(key), f"{field}.{key}")):
+            where = f"{field}.{key}[{i}]"
+            entry = _object(item, where)
+            name = _text(entry.get("name"), f"{where}.name")
+            if not _HEADER_NAME.match(name):
+                raise RouteRefused(f"{where}.name", f"{name!r} is not a valid header name")
+            if name.lower() == "host":
+                # Istio turns it into an authority rewrite (host_rewrite_literal): not implemented.
+                raise RouteRefused(f"{where}.name", "setting or adding Host is not implemented", INVALID_FILTER)
+            if name.lower() in seen:
+                raise RouteRefused(f"{where}.name", f"{name!r} appears twice in one header filter", INVALID_FILTER)
+            seen.add(name.lower())
+            out.append((name.lower(), _text(entry.get("value"), f"{where}.value")))
+        return tuple(out)
+
+    set_, add = pairs("set"), pairs("add")
+    remove: list[str] = []
+    for i, item in enumerate(_list(modifier.get("remove"), f"{field}.remove")):
+        name = _text(item, f"{field}.remove[{i}]")
+        if not _HEADER_NAME.match(name):
+            raise RouteRefused(f"{field}.remove[{i}]", f"{name!r} is not a valid header name")
+        if name.lower() not in remove:
+            remove.append(name.lower())
+    return HeaderModifier(set=set_, add=add, remove=tuple(remove))
+
+
+def parse_filters(raw: Any, field: str) -> tuple[HeaderModifier | None, HeaderModifier | None]:
+    """The rule's header filters (request, response); any other filter type is refused by the field table."""
+    found: dict[str, HeaderModifier] = {}
+    for i, item in enumerate(_list(raw, field)):
+        where = f"{field}[{i}]"
+        entry = _object(item, where)
+        kind = _text(entry.get("type"), f"{where}.type")
+        if kind not in HEADER_FILTERS:
+            raise RouteRefused(f"{where}.type", f"filter {kind!r} is not implemented", INVALID_FILTER)
+        if kind in found:
+            raise RouteRefused(f"{where}.type", f"{kind} appears twice in one rule", INVALID_FILTER)
+        config = entry.get(HEADER_FILTERS[kind])
+        if not isinstance(config, Mapping):
+            raise RouteRefused(f"{where}.{HEADER_FILTERS[kind]}", f"is required for type {kind}", INVALID_FILTER)
+        found[kind] = parse_header_modifier(config, f"{where}.{HEADER_FILTERS[kind]}")
+    return found.get("RequestHeaderModifier"), found.get("ResponseHeaderModifier")
+
+
 def parse_backend(raw: Any, field: str, namespace: str) -> BackendRef:
     ref = _object(raw, field)
     if ref.get("group", "") not in ("", "core"):
@@ -177,7 +231,15 @@ def parse_httproute(obj: Mapping[str, Any], namespace: str) -> HTTPRoute:
             parse_backend(b, f"spec.rules[{r}].backendRefs[{i}]", namespace)
             for i, b in enumerate(_list(rule.get("backendRefs"), f"spec.rules[{r}].backendRefs"))
         )
-        rules.append(RouteRule(matches=matches, backends=backends))
+        request_headers, response_headers = parse_filters(rule.get("filters"), f"spec.rules[{r}].filters")
+        rules.append(
+            RouteRule(
+                matches=matches,
+                backends=backends,
+                request_headers=request_headers,
+                response_headers=response_headers,
+            )
+        )
     return HTTPRoute(
         namespace=namespace,
         name=name,

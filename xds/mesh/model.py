@@ -231,9 +231,20 @@ class HTTPMatch:
 
 
 @dataclass(frozen=True)
+class HeaderModifier:
+    """A RequestHeaderModifier / ResponseHeaderModifier filter: names lower-cased, in the order written."""
+
+    set: tuple[tuple[str, str], ...] = ()  # replace (or add) the header
+    add: tuple[tuple[str, str], ...] = ()  # append a value
+    remove: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class RouteRule:
     matches: tuple[HTTPMatch, ...]  # never empty: the Gateway API default is one PathPrefix "/" match
     backends: tuple[BackendRef, ...]
+    request_headers: HeaderModifier | None = None
+    response_headers: HeaderModifier | None = None
 
 
 @dataclass(frozen=True)
