@@ -13,6 +13,7 @@ import functools
 import http.server
 import json
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,8 @@ PODS = {
     "api-both-0": ("127.0.13.27", {"app": "api", "role": "both"}),
 }
 ECHO_VIP, ECHO_IP = "127.97.0.30", "127.0.13.31"  # echo-0 answers with the request headers it got
+SLOW_VIP, SLOW_IP = "127.97.0.40", "127.0.13.41"  # slow-0 answers after SLOW_SECONDS
+SLOW_SECONDS = 2.0
 API_ROLES = ("default", "post", "v2", "admin", "static", "exact", "both")
 
 
@@ -99,7 +102,33 @@ def mesh_objects(*routes: dict[str, Any]) -> list[dict[str, Any]]:
         objects.append(pod(NS, name, ip, labels, labels["app"]))
     objects.append(service(NS, "echo", ECHO_VIP, [("http", 80, 8080)], {"app": "echo"}))
     objects.append(pod(NS, "echo-0", ECHO_IP, {"app": "echo"}, "echo"))
+    objects.append(service(NS, "slow", SLOW_VIP, [("http", 80, 8080)], {"app": "slow"}))
+    objects.append(pod(NS, "slow-0", SLOW_IP, {"app": "slow"}, "slow"))
     return objects + list(routes)
+
+
+class SlowBackend:
+    """An HTTP server that answers `slow-0` after SLOW_SECONDS."""
+
+    def __init__(self, ip: str, port: int) -> None:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                time.sleep(SLOW_SECONDS)
+                self.send_response(200)
+                self.send_header("Content-Length", "6")
+                self.end_headers()
+                self.wfile.write(b"slow-0")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer((ip, port), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 class HeaderEchoBackend:
@@ -183,11 +212,12 @@ def wp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Waypoint]:
     control = ControlPlaneThread(mesh_objects(CANARY_ROUTE, API_ROUTE), ca=ca).start()
     workdir: Path = tmp_path_factory.mktemp("envoy-routes")
     node_identity = ca.issue(spiffe_id("istio-system", "ztunnel"))
-    terminators = [HboneTerminator(ip, node_identity) for ip in [ip for ip, _ in PODS.values()] + [ECHO_IP]]
-    backends: list[NamedHttpBackend | HeaderEchoBackend] = [
+    terminators = [HboneTerminator(ip, node_identity) for ip in [ip for ip, _ in PODS.values()] + [ECHO_IP, SLOW_IP]]
+    backends: list[NamedHttpBackend | HeaderEchoBackend | SlowBackend] = [
         NamedHttpBackend(ip, 8080, name) for name, (ip, _) in PODS.items()
     ]
     backends.append(HeaderEchoBackend(ECHO_IP, 8080))
+    backends.append(SlowBackend(SLOW_IP, 8080))
     envoy = EnvoyProcess(workdir, WAYPOINT, control.port, delta=True).start()
     try:
         wait_until(functools.partial(acked_everything, control.control_plane, envoy), what="envoy ACKs every type")
@@ -354,5 +384,16 @@ def test_header_modifier_filters_change_what_backend_and_client_see(wp: Waypoint
         wp.apply(CANARY_ROUTE, API_ROUTE)
         untouched = json.loads(wp.exchange(ECHO_VIP, headers=sent).rsplit(b"\r\n", 1)[-1])
         assert untouched["x-set"] == ["client"] and untouched["x-drop"] == ["client"]
+    finally:
+        wp.apply(CANARY_ROUTE, API_ROUTE)
+
+
+def test_rule_timeout_cuts_a_slow_backend_off_with_504(wp: Waypoint) -> None:
+    # 500 ms against a backend answering after 2 s: a wide margin on a loaded machine either way.
+    wp.apply(CANARY_ROUTE, API_ROUTE, http_route("slow", "slow", [to("slow", timeouts={"request": "500ms"})]))
+    try:
+        assert wp.request(SLOW_VIP) == "HTTP 504"
+        wp.apply(CANARY_ROUTE, API_ROUTE, http_route("slow", "slow", [to("slow")]))
+        assert wp.request(SLOW_VIP) == "slow-0"  # no timeout written: none applied
     finally:
         wp.apply(CANARY_ROUTE, API_ROUTE)

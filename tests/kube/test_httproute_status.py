@@ -69,9 +69,9 @@ ROWS = [
         ("True", "ResolvedRefs"),
     ),
     StatusRow(
-        "unimplemented_timeouts",
-        route(rule_extra={"timeouts": {"request": "1s"}}),
-        ("False", "UnsupportedValue", "spec.rules[0].timeouts: not implemented"),
+        "unimplemented_retry",
+        route(rule_extra={"retry": {"attempts": 3}}),
+        ("False", "UnsupportedValue", "spec.rules[0].retry: not implemented"),
         ("True", "ResolvedRefs"),
     ),
     StatusRow(

@@ -125,7 +125,19 @@ ROUTE_REFUSALS = [
         ),
         "spec.rules[0].filters[0].requestHeaderModifier.replace",
     ),
-    RefusalRow("timeouts", canary_route(timeouts={"request": "1s"}), "spec.rules[0].timeouts"),
+    RefusalRow(
+        "timeout_not_a_gateway_duration",
+        canary_route(timeouts={"request": "1.5s"}),
+        "spec.rules[0].timeouts.request",
+        "not a Gateway API duration",
+    ),
+    RefusalRow(
+        "backend_timeout_longer_than_request_timeout",
+        canary_route(timeouts={"request": "1s", "backendRequest": "2s"}),
+        "spec.rules[0].timeouts.backendRequest",
+        "must not be longer",
+    ),
+    RefusalRow("unknown_timeouts_field", canary_route(timeouts={"idle": "1s"}), "spec.rules[0].timeouts.idle"),
     RefusalRow("retry", canary_route(retry={"attempts": 3}), "spec.rules[0].retry"),
     RefusalRow(
         "session_persistence", canary_route(sessionPersistence={"sessionName": "s"}), "spec.rules[0].sessionPersistence"
@@ -551,3 +563,26 @@ def test_header_filters_become_route_header_operations() -> None:
         {"header": {"key": "x-resp", "value": "4"}, "appendAction": "OVERWRITE_IF_EXISTS_OR_ADD"}
     ]
     assert "requestHeadersToAdd" not in default and "responseHeadersToAdd" not in default
+
+
+@pytest.mark.parametrize(
+    ("timeouts", "expected"),
+    [
+        ({}, "0s"),
+        ({"request": "1m30s"}, "90s"),
+        ({"request": "0s"}, "0s"),  # zero: no timeout
+        ({"request": "10s", "backendRequest": "500ms"}, "0.500s"),  # Istio: backendRequest wins (no retries)
+        ({"backendRequest": "2s"}, "2s"),
+    ],
+    ids=["none", "request", "request_zero", "backend_request_wins", "backend_request_only"],
+)
+def test_rule_timeouts_become_the_route_timeout(timeouts: dict[str, str], expected: str) -> None:
+    base = [o for o in shop_mesh() if o["kind"] != "HTTPRoute"]
+    mesh = mesh_from_objects([*base, canary_route(timeouts=timeouts) if timeouts else canary_route()])
+    assert mesh.errors == ()
+    canary = web_routes(mesh)[0]["route"]
+    assert (canary["timeout"], canary["maxGrpcTimeout"], canary["clusterNotFoundResponseCode"]) == (
+        expected,
+        expected,
+        "INTERNAL_SERVER_ERROR",
+    )

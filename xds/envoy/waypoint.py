@@ -54,6 +54,7 @@ from envoy_data_plane.envoy.config.route.v3 import (
     RetryPolicyRetryHostPredicate,
     Route,
     RouteAction,
+    RouteActionClusterNotFoundResponseCode,
     RouteActionUpgradeConfig,
     RouteActionUpgradeConfigConnectConfig,
     RouteConfiguration,
@@ -352,23 +353,36 @@ def _routes_for(
                 clusters.append(WeightedClusterClusterWeight(name=target.name, weight=backend.weight))
         route = Route(name=entry.name, match=routes_envoy.route_match(entry.match), decorator=decorator)
         routes_envoy.apply_header_filters(route, entry.rule.request_headers, entry.rule.response_headers)
-        if not entry.rule.backends:
-            route.route = RouteAction(cluster=default_cluster, timeout=seconds(0), retry_policy=_default_retry_policy())
-        elif not clusters:
+        if not clusters and entry.rule.backends:
             # Gateway API: every backend weighted 0 → 500.
             route.direct_response = DirectResponseAction(status=500)
-        elif len(clusters) == 1:
-            route.route = RouteAction(
-                cluster=clusters[0].name, timeout=seconds(0), retry_policy=_default_retry_policy()
-            )
         else:
-            route.route = RouteAction(
-                weighted_clusters=WeightedCluster(clusters=clusters),
-                timeout=seconds(0),
-                retry_policy=_default_retry_policy(),
+            route.route = _route_action(
+                default_cluster if not entry.rule.backends else clusters[0].name if len(clusters) == 1 else None,
+                clusters,
+                entry.rule.timeout or 0.0,
             )
         routes.append(route)
     return routes
+
+
+def _route_action(cluster: str | None, clusters: list[WeightedClusterClusterWeight], timeout: float) -> RouteAction:
+    """An HTTPRoute rule's action as Istio's `TranslateRoute` writes it (gateway route semantics).
+
+    `max_grpc_timeout` follows the route timeout (so a client's grpc-timeout header is honoured up to
+    it), and a backend that does not resolve (`UnknownService`) answers 500, as the Gateway API asks.
+    """
+    action = RouteAction(
+        timeout=seconds(timeout),
+        max_grpc_timeout=seconds(timeout),
+        cluster_not_found_response_code=RouteActionClusterNotFoundResponseCode.INTERNAL_SERVER_ERROR,
+        retry_policy=_default_retry_policy(),
+    )
+    if cluster is None:
+        action.weighted_clusters = WeightedCluster(clusters=clusters)
+    else:
+        action.cluster = cluster
+    return action
 
 
 def _backend_target(

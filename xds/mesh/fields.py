@@ -188,6 +188,7 @@ FIELD_TABLE: Mapping[str, tuple[Field, ...]] = {
             ),
         ),
         *implemented("spec.rules[].filters[].type", values=("RequestHeaderModifier", "ResponseHeaderModifier")),
+        *implemented("spec.rules[].timeouts.request", "spec.rules[].timeouts.backendRequest"),
         *_POLICY_STATUS,
     ),
     "AuthorizationPolicy": (

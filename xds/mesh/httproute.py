@@ -173,6 +173,30 @@ def parse_filters(raw: Any, field: str) -> tuple[HeaderModifier | None, HeaderMo
     return found.get("RequestHeaderModifier"), found.get("ResponseHeaderModifier")
 
 
+# Gateway API Duration (GEP-2257): 1 to 4 number-unit pairs, e.g. "1h30m", "500ms".
+_DURATION = re.compile(r"^([0-9]{1,5}(h|m|s|ms)){1,4}$")
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def parse_duration(value: Any, field: str) -> float:
+    text = _text(value, field)
+    if not _DURATION.match(text):
+        raise RouteRefused(field, f"{text!r} is not a Gateway API duration (like 10s, 1m30s, 500ms)")
+    return sum(float(n) * _UNIT_SECONDS[unit] for n, unit in re.findall(r"([0-9]+)(ms|h|m|s)", text))
+
+
+def parse_timeouts(raw: Any, field: str) -> float | None:
+    """The route timeout, as Istio derives it: backendRequest (there are no retries) else request; 0 is none."""
+    timeouts = _object(raw, field)
+    request = parse_duration(timeouts["request"], f"{field}.request") if "request" in timeouts else 0.0
+    backend = (
+        parse_duration(timeouts["backendRequest"], f"{field}.backendRequest") if "backendRequest" in timeouts else 0.0
+    )
+    if request and backend > request:
+        raise RouteRefused(f"{field}.backendRequest", "must not be longer than timeouts.request")
+    return (backend or request) or None
+
+
 def parse_backend(raw: Any, field: str, namespace: str) -> BackendRef:
     ref = _object(raw, field)
     if ref.get("group", "") not in ("", "core"):
@@ -238,6 +262,7 @@ def parse_httproute(obj: Mapping[str, Any], namespace: str) -> HTTPRoute:
                 backends=backends,
                 request_headers=request_headers,
                 response_headers=response_headers,
+                timeout=parse_timeouts(rule.get("timeouts"), f"spec.rules[{r}].timeouts"),
             )
         )
     return HTTPRoute(

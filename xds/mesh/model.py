@@ -245,6 +245,7 @@ class RouteRule:
     backends: tuple[BackendRef, ...]
     request_headers: HeaderModifier | None = None
     response_headers: HeaderModifier | None = None
+    timeout: float | None = None  # seconds; None: no timeout (Envoy `timeout: 0s`)
 
 
 @dataclass(frozen=True)
