@@ -117,6 +117,33 @@ ROUTE_REFUSALS = [
         "is required",
     ),
     RefusalRow(
+        "header_modifier_with_the_other_kinds_configuration",
+        canary_route(
+            filters=[
+                {
+                    "type": "RequestHeaderModifier",
+                    "requestHeaderModifier": {"remove": ["a"]},
+                    "responseHeaderModifier": {"remove": ["b"]},
+                }
+            ]
+        ),
+        "spec.rules[0].filters[0].responseHeaderModifier",
+        "must not be set for type RequestHeaderModifier",
+    ),
+    RefusalRow(
+        "header_modifier_value_with_a_line_break",
+        canary_route(
+            filters=[
+                {
+                    "type": "RequestHeaderModifier",
+                    "requestHeaderModifier": {"add": [{"name": "a", "value": "b\r\nc: d"}]},
+                }
+            ]
+        ),
+        "spec.rules[0].filters[0].requestHeaderModifier.add[0].value",
+        "must not contain CR, LF or NUL",
+    ),
+    RefusalRow(
         "header_modifier_unknown_field",
         canary_route(
             filters=[

@@ -141,7 +141,10 @@ def parse_header_modifier(raw: Any, field: str) -> HeaderModifier:
             if name.lower() in seen:
                 raise RouteRefused(f"{where}.name", f"{name!r} appears twice in one header filter", INVALID_FILTER)
             seen.add(name.lower())
-            out.append((name.lower(), _text(entry.get("value"), f"{where}.value")))
+            value = _text(entry.get("value"), f"{where}.value")
+            if any(c in value for c in "\r\n\0"):
+                raise RouteRefused(f"{where}.value", "must not contain CR, LF or NUL")
+            out.append((name.lower(), value))
         return tuple(out)
 
     set_, add = pairs("set"), pairs("add")
@@ -166,6 +169,10 @@ def parse_filters(raw: Any, field: str) -> tuple[HeaderModifier | None, HeaderMo
             raise RouteRefused(f"{where}.type", f"filter {kind!r} is not implemented", INVALID_FILTER)
         if kind in found:
             raise RouteRefused(f"{where}.type", f"{kind} appears twice in one rule", INVALID_FILTER)
+        for key in entry:
+            if key not in ("type", HEADER_FILTERS[kind]) and entry[key] is not None:
+                # The CRD's CEL rule: only the configuration named by `type` may be set.
+                raise RouteRefused(f"{where}.{key}", f"must not be set for type {kind}", INVALID_FILTER)
         config = entry.get(HEADER_FILTERS[kind])
         if not isinstance(config, Mapping):
             raise RouteRefused(f"{where}.{HEADER_FILTERS[kind]}", f"is required for type {kind}", INVALID_FILTER)
