@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from xds.mesh.files import MeshDirectory  # imported here: `pyambient --help` stays fast
+    from xds.mesh.files import MeshDirectory, unknown_kinds_line  # imported here: `pyambient --help` stays fast
 
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
@@ -42,9 +42,12 @@ def run(args: argparse.Namespace) -> int:
     directory = MeshDirectory(args.mesh)  # one reader from the first load on: it keeps each file's last good objects
     try:
         mesh = directory.load()
+        unknown = unknown_kinds_line(args.mesh)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if unknown:
+        log.warning("%s", unknown)  # once, at start-up: the field-level errors are logged on every change
     return asyncio.run(_serve(directory, args.xds_address, mesh, args.metrics_address, args.ca_dir))
 
 

@@ -20,7 +20,7 @@ from pyambient.runtime.envoy import EnvoyProcess, free_port, wait_until
 from pyambient.runtime.processes import stop_process
 from xds import resources
 from xds.envoy.bootstrap import WaypointNode
-from xds.mesh.files import DirectoryWatcher, MeshDirectory
+from xds.mesh.files import DirectoryWatcher, MeshDirectory, unknown_kinds_line
 
 ZTUNNEL_PORTS = {"socks5": 15080, "admin": 15000, "metrics": 15020, "readiness": 15021}
 
@@ -59,6 +59,9 @@ class DemoMesh:
         mesh = mesh_directory.load()
         for error in mesh.errors:
             print(f"  mesh: {error}", file=self.log)
+        unknown = unknown_kinds_line(self.mesh_dir)
+        if unknown:
+            print(f"  mesh: {unknown}", file=self.log)
         self.plan = plan(mesh)
         self.control = ControlPlaneThread(mesh).start()
         self.watcher = DirectoryWatcher(mesh_directory, self.control.control_plane.update).start()

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from xds.mesh.fields import describe_unknown_kinds, unknown_kinds
 from xds.mesh.model import Mesh, ModelError, ObjectRef
 from xds.mesh.objects import mesh_from_objects
 
@@ -85,6 +86,13 @@ class MeshDirectory:
         self._last_good: dict[Path, list[dict[str, Any]]] = {}
 
     def load(self) -> Mesh:
+        objects, sources, errors = self.read()
+        mesh = mesh_from_objects(objects, sources=sources)
+        return dataclasses.replace(mesh, errors=tuple(errors) + mesh.errors)
+
+    def read(self) -> tuple[list[dict[str, Any]], dict[int, str], list[ModelError]]:
+        """The objects in force (each file's current or last good ones), the file each came from (by id), and
+        the files that cannot be read whole."""
         if not self.directory.is_dir():
             raise FileNotFoundError(f"mesh directory {self.directory} does not exist")
         objects: list[dict[str, Any]] = []
@@ -115,13 +123,22 @@ class MeshDirectory:
                 sources[id(item)] = str(path)
         for gone in set(self._last_good) - set(present):
             del self._last_good[gone]
-        mesh = mesh_from_objects(objects, sources=sources)
-        return dataclasses.replace(mesh, errors=tuple(errors) + mesh.errors)
+        return objects, sources, errors
 
 
 def load_directory(directory: Path) -> Mesh:
     """Every object of every file, read once; a file that cannot be read whole becomes an error naming it."""
     return MeshDirectory(directory).load()
+
+
+def read_directory(directory: Path) -> tuple[list[dict[str, Any]], dict[int, str], list[ModelError]]:
+    """The objects of every file, the file each came from (by id), and the files that cannot be read whole."""
+    return MeshDirectory(directory).read()
+
+
+def unknown_kinds_line(directory: Path) -> str | None:
+    """The start-up line naming the kinds in the directory the model does not know (None: there are none)."""
+    return describe_unknown_kinds(unknown_kinds(read_directory(directory)[0]))
 
 
 def _fingerprint(directory: Path) -> tuple[tuple[str, int, int], ...]:
