@@ -26,6 +26,7 @@ DEFAULT_FRAME = 16384
 # error codes (RFC 9113 §7) the pump raises through `owner.pump_error`
 PROTOCOL_ERROR = 0x1
 FLOW_CONTROL_ERROR = 0x3
+STREAM_CLOSED = 0x5
 FRAME_SIZE_ERROR = 0x6
 ENHANCE_YOUR_CALM = 0xB
 # abuse limits, named and defaulted as Envoy's HTTP/2 protocol options
@@ -120,6 +121,7 @@ class _Stream:
         "inbuf",
         "bytes_in",
         "bytes_out",
+        "remote_closed",
     )
 
     def __init__(self, sid: int, send_window: int) -> None:
@@ -134,6 +136,7 @@ class _Stream:
         self.inbuf: list[bytes] = []
         self.bytes_in = 0  # DATA payload received from the tunnel (written to the plain side)
         self.bytes_out = 0  # plain bytes sent into the tunnel
+        self.remote_closed = False  # the peer ended its side (END_STREAM): more DATA is STREAM_CLOSED
 
 
 class TunnelPump:
@@ -386,6 +389,9 @@ class TunnelPump:
                 continue
             if end - pos - FRAME_HEADER < length:
                 break
+            if ftype == T_DATA and flags & F_PADDED and (length == 0 or buf[pos + FRAME_HEADER] >= length):
+                self._error(0, PROTOCOL_ERROR, "protocol", f"DATA padding exceeds the frame on stream {sid}")
+                return
             if ftype == T_DATA and sid in self._streams:  # padded: whole-frame path
                 self._flush_out()
                 if ctl_start >= 0:
@@ -457,9 +463,17 @@ class TunnelPump:
                 self._error(0, FLOW_CONTROL_ERROR, "flow_control", "DATA beyond the connection receive window")
                 return False
             st = self._streams.get(sid)
-            if st is not None and st.recv_unacked + length > self._stream_window:
-                self._error(0, FLOW_CONTROL_ERROR, "flow_control", f"DATA beyond the receive window of stream {sid}")
-                return False
+            if st is not None:
+                if st.remote_closed:  # §5.1 half-closed (remote): a stream error; the owner closes the stream
+                    self._error(sid, STREAM_CLOSED, "stream_closed", f"DATA after END_STREAM on stream {sid}")
+                    return not self._closed
+                if st.recv_unacked + length > self._stream_window:
+                    self._error(
+                        0, FLOW_CONTROL_ERROR, "flow_control", f"DATA beyond the receive window of stream {sid}"
+                    )
+                    return False
+                if flags & F_END_STREAM:
+                    st.remote_closed = True
             return True
         if ftype == T_WINDOW_UPDATE and length != 4:
             self._error(0, FRAME_SIZE_ERROR, "frame_size", f"WINDOW_UPDATE of length {length}")
@@ -666,6 +680,12 @@ class TunnelPump:
     def has_stream(self, sid: int) -> bool:
         return sid in self._streams
 
+    def remote_ended(self, sid: int) -> None:
+        """The peer ended its side of the stream (END_STREAM on its HEADERS): more DATA is STREAM_CLOSED."""
+        st = self._streams.get(sid)
+        if st is not None:
+            st.remote_closed = True
+
     def stream_transport_lost(self, sid: int, exc: BaseException | None) -> None:
         st = self._streams.get(sid)
         if st is not None:
@@ -724,7 +744,13 @@ class TunnelPump:
             self._flush_tls()
         self._closed = True
         if self._transport is not None:
-            self._transport.close()
+            # A lingering close: our FIN now, but keep reading (and dropping) what the peer still sends until it
+            # closes too; closing with its bytes unread would make the kernel answer with a reset, which can
+            # destroy our GOAWAY before the peer reads it. The owner aborts if the peer never closes.
+            if self._transport.can_write_eof():
+                self._transport.write_eof()
+            else:
+                self._transport.close()
 
 
 class PlainSide:

@@ -964,6 +964,8 @@ class Ztunnel:
     async def _serve_connect(
         self, conn: HboneConnection, local_ip: IPAddr, sid: int, headers: list[tuple[str, str]]
     ) -> None:
+        if sid not in conn.streams:  # reset (or the connection closed) before this task ran: no upstream connect
+            return
         hd = dict(headers)
         method = hd.get(":method", "")
         authority = hd.get(":authority", "")

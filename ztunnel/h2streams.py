@@ -72,6 +72,7 @@ MAX_INBOUND_PRIORITY_FRAMES_PER_STREAM = 100  # max_inbound_priority_frames_per_
 PREMATURE_RESET_TOTAL_STREAM_COUNT = 500  # overload.premature_reset_total_stream_count
 PREMATURE_RESET_MIN_STREAM_LIFETIME = 1.0  # overload.premature_reset_min_stream_lifetime_seconds
 _SKIPPED_RANGES = 16  # stream-id gaps remembered to tell "never opened" from "closed"
+_PEER_CLOSED = 1024  # closed streams the peer had ended or reset, remembered for STREAM_CLOSED (§5.1)
 
 # RFC 9113 §8.2: tchar, lowercase only; no NUL/CR/LF in values and no leading or trailing whitespace
 _BAD_NAME = re.compile(r"[^!#$%&'*+\-.^_`|~0-9a-z]")
@@ -285,8 +286,8 @@ def check_request(headers: list[tuple[str, str]]) -> str | None:
             return "CONNECT without :authority"
         if ":scheme" in pseudo or ":path" in pseudo:
             return "CONNECT with :scheme or :path"
-    elif ":scheme" not in pseudo or ":path" not in pseudo:
-        return "request without :scheme or :path"
+    elif ":scheme" not in pseudo or not pseudo.get(":path"):
+        return "request without :scheme or with an empty or missing :path"
     return None
 
 
@@ -319,8 +320,19 @@ class StreamFrames:
         self._pos = 0
         self._new: set[int] = set()  # streams opened in this receive(): not in `known` until the owner sees them
         self._skipped: list[tuple[int, int]] = []  # (low, high) stream ids the peer jumped over, newest last
+        self._ended: set[int] = set()  # open streams the peer has ended (END_STREAM): half-closed (remote)
+        self._peer_closed: dict[int, None] = {}  # closed streams the peer had ended or reset, oldest first
         self.opened = 0  # streams the peer opened (accepted or refused)
         self.priority_frames = 0
+
+    def forget(self, sid: int, peer_done: bool) -> None:
+        """The owner closed the stream; `peer_done` if the peer had ended or reset it, so that any frame but
+        PRIORITY, WINDOW_UPDATE or RST_STREAM the peer sends on it later is a STREAM_CLOSED error (§5.1)."""
+        self._ended.discard(sid)
+        if peer_done:
+            self._peer_closed[sid] = None
+            if len(self._peer_closed) > _PEER_CLOSED:
+                del self._peer_closed[next(iter(self._peer_closed))]
 
     def next_stream_id(self) -> int:
         """Client: the id for a new stream (odd, increasing)."""
@@ -384,8 +396,13 @@ class StreamFrames:
                     self._on_block(sid, block, self._block_end, events)
             elif ftype == DATA:  # the pump's payload-free marker, or DATA for a stream it does not track
                 if sid in self.known or sid in self._new:
-                    if flags & END_STREAM:
+                    if sid in self._ended:
+                        events.append((EV_REJECT, sid, STREAM_CLOSED, f"DATA after END_STREAM on stream {sid}"))
+                    elif flags & END_STREAM:
+                        self._ended.add(sid)
                         events.append((EV_ENDED, sid))
+                elif sid in self._peer_closed:
+                    raise H2StreamError(STREAM_CLOSED, f"DATA on closed stream {sid}")
                 elif self._idle(sid):
                     raise H2StreamError(PROTOCOL_ERROR, f"DATA on idle stream {sid}")
             elif ftype == RST_STREAM:
@@ -470,6 +487,11 @@ class StreamFrames:
 
     def _on_header_list(self, sid: int, headers: list[tuple[str, str]], end: bool, events: list[tuple]) -> None:  # type: ignore[type-arg]
         if sid in self.known or sid in self._new:  # trailers (server), or the response/trailers (client)
+            if sid in self._ended:
+                events.append((EV_REJECT, sid, STREAM_CLOSED, f"HEADERS after END_STREAM on stream {sid}"))
+                return
+            if end:
+                self._ended.add(sid)
             if self.server_side and not end:
                 events.append((EV_REJECT, sid, PROTOCOL_ERROR, "trailers without END_STREAM"))
                 return
@@ -479,6 +501,8 @@ class StreamFrames:
                 return
             events.append((EV_HEADERS, sid, headers, end))
             return
+        if sid in self._peer_closed:
+            raise H2StreamError(STREAM_CLOSED, f"HEADERS on closed stream {sid}")
         if not self.server_side:
             if self._idle(sid):
                 raise H2StreamError(PROTOCOL_ERROR, f"HEADERS on idle stream {sid}")
@@ -504,4 +528,6 @@ class StreamFrames:
             events.append((EV_REJECT, sid, PROTOCOL_ERROR, problem))
             return
         self._new.add(sid)
+        if end:
+            self._ended.add(sid)
         events.append((EV_HEADERS, sid, headers, end))

@@ -44,6 +44,7 @@ STREAM_WINDOW = 4 * 1024 * 1024
 CONN_WINDOW = 16 * 1024 * 1024
 MAX_FRAME = 1024 * 1024
 DEFAULT_WINDOW = 65535
+LINGER = 2.0  # seconds a closed connection keeps reading (and dropping) the peer's bytes before an abort
 MAX_CONCURRENT_STREAMS = 200  # what a server advertises; counted from HEADERS (REFUSED_STREAM beyond it)
 # Envoy's HTTP/2 protocol options, same defaults: frames we queue while the peer does not read (the transport
 # has paused writing) before the connection is closed; control frames are PING/SETTINGS acks and RST_STREAM.
@@ -82,6 +83,7 @@ class StreamCtx:
     bytes_out: int = 0  # from the plain side into the tunnel
     request_headers: list[tuple[str, str]] | None = None
     opened_at: float = 0.0  # server: when the peer opened it (premature resets are judged from it)
+    peer_reset: bool = False  # the peer sent RST_STREAM
 
 
 class HboneConnection:
@@ -309,6 +311,8 @@ class HboneConnection:
             self.pump.open_stream(sid)
             ctx = self.streams[sid] = StreamCtx(sid, request_headers=headers, opened_at=time.monotonic())
             ctx.remote_ended = end
+            if end:
+                self.pump.remote_ended(sid)
             if self.on_request is not None:
                 self.on_request(self, sid, headers)
             return
@@ -379,6 +383,7 @@ class HboneConnection:
         )
         if premature:
             self.premature_resets += 1
+        ctx.peer_reset = not local
         self._finish(sid, None)
         if premature and h2s.too_many_premature_resets(
             self.closed_streams, self.premature_resets, h2s.PREMATURE_RESET_TOTAL_STREAM_COUNT
@@ -423,6 +428,7 @@ class HboneConnection:
         if ctx is None:
             return
         ctx.remote_ended = True
+        self.pump.remote_ended(sid)
         t = ctx.transport
         if t is None:
             return  # applied in attach_plain
@@ -528,6 +534,7 @@ class HboneConnection:
             ctx.timer.cancel()
             ctx.timer = None
         ctx.bytes_in, ctx.bytes_out = self.pump.close_stream(sid)
+        self.frames.forget(sid, ctx.remote_ended or ctx.peer_reset)
         if self.server_side:
             self.closed_streams += 1
         if ctx.on_done is not None:
@@ -583,7 +590,13 @@ class HboneConnection:
         return not self.closed and not self.goaway and self.ready.done() and self.ready.exception() is None
 
     def close(self) -> None:
-        if self.closed:
+        if self.closed or self.pump.closed:
             return
         self._goaway(h2s.NO_ERROR)
-        self.pump.close()
+        self.pump.close()  # a lingering close: the peer gets LINGER seconds to read our GOAWAY and close
+        self.loop.call_later(LINGER, self._linger_over)
+
+    def _linger_over(self) -> None:
+        t = self.pump.transport
+        if not self.closed and t is not None:
+            t.abort()

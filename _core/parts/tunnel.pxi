@@ -124,6 +124,7 @@ cdef class _Stream:
     cdef list inbuf
     cdef long long bytes_in
     cdef long long bytes_out
+    cdef bint remote_closed
 
     def __cinit__(self, long sid, long send_window):
         self.sid = sid
@@ -137,6 +138,7 @@ cdef class _Stream:
         self.inbuf = []
         self.bytes_in = 0
         self.bytes_out = 0
+        self.remote_closed = False
 
 
 cdef class TunnelPump:
@@ -417,6 +419,9 @@ cdef class TunnelPump:
                 continue
             if end - pos - FRAME_HEADER < length:
                 break
+            if ftype == T_DATA and (flags & F_PADDED) and (length == 0 or p[FRAME_HEADER] >= length):
+                self._error(0, PROTOCOL_ERROR, "protocol", f"DATA padding exceeds the frame on stream {sid}")
+                return
             if ftype == T_DATA and sid in self._streams:  # padded: whole-frame path
                 self._flush_out()
                 if ctl_start >= 0:
@@ -490,9 +495,16 @@ cdef class TunnelPump:
                 self._error(0, FLOW_CONTROL_ERROR, "flow_control", "DATA beyond the connection receive window")
                 return False
             st = self._streams.get(sid)
-            if st is not None and st.recv_unacked + length > self._stream_window:
-                self._error(0, FLOW_CONTROL_ERROR, "flow_control", f"DATA beyond the receive window of stream {sid}")
-                return False
+            if st is not None:
+                if st.remote_closed:  # §5.1 half-closed (remote): a stream error; the owner closes the stream
+                    self._error(sid, STREAM_CLOSED, "stream_closed", f"DATA after END_STREAM on stream {sid}")
+                    return not self._closed
+                if st.recv_unacked + length > self._stream_window:
+                    self._error(0, FLOW_CONTROL_ERROR, "flow_control",
+                                f"DATA beyond the receive window of stream {sid}")
+                    return False
+                if flags & F_END_STREAM:
+                    st.remote_closed = True
             return True
         if ftype == T_WINDOW_UPDATE and length != 4:
             self._error(0, FRAME_SIZE_ERROR, "frame_size", f"WINDOW_UPDATE of length {length}")
@@ -744,6 +756,11 @@ cdef class TunnelPump:
     def has_stream(self, long sid):
         return sid in self._streams
 
+    def remote_ended(self, long sid):
+        cdef _Stream st = self._streams.get(sid)
+        if st is not None:
+            st.remote_closed = True
+
     def stream_transport_lost(self, long sid, exc):
         cdef _Stream st = self._streams.get(sid)
         if st is not None:
@@ -803,7 +820,13 @@ cdef class TunnelPump:
             self._flush_tls()
         self._closed = True
         if self._transport is not None:
-            self._transport.close()
+            # A lingering close: our FIN now, but keep reading (and dropping) what the peer still sends until it
+            # closes too; closing with its bytes unread would make the kernel answer with a reset, which can
+            # destroy our GOAWAY before the peer reads it. The owner aborts if the peer never closes.
+            if self._transport.can_write_eof():
+                self._transport.write_eof()
+            else:
+                self._transport.close()
 
 
 cdef class PlainSide:

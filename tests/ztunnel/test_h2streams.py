@@ -294,7 +294,25 @@ def test_trailers_end_the_stream_and_must_carry_end_stream() -> None:
     frames = _server(known)
     frames.highest_inbound = 1
     assert frames.receive(_headers(1, [("x-t", "1")], h2s.END_HEADERS | h2s.END_STREAM))[0][0] == h2s.EV_HEADERS
-    assert frames.receive(_headers(1, [("x-t", "1")]))[0][:3] == (h2s.EV_REJECT, 1, h2s.PROTOCOL_ERROR)
+    assert frames.receive(_headers(1, [("x-t", "1")]))[0][:3] == (h2s.EV_REJECT, 1, h2s.STREAM_CLOSED), "ended"
+    frames = _server({3: None})
+    frames.highest_inbound = 3
+    assert frames.receive(_headers(3, [("x-t", "1")]))[0][:3] == (h2s.EV_REJECT, 3, h2s.PROTOCOL_ERROR)
+
+
+def test_frames_after_the_peer_ended_the_stream_are_stream_closed() -> None:
+    known: dict[int, Any] = {}
+    frames = _server(known)
+    assert frames.receive(_headers(1, CONNECT, h2s.END_HEADERS | h2s.END_STREAM))[0][0] == h2s.EV_HEADERS
+    known[1] = None
+    assert frames.receive(h2s.end_stream(1))[0][:3] == (h2s.EV_REJECT, 1, h2s.STREAM_CLOSED), "half-closed (remote)"
+    del known[1]
+    frames.forget(1, peer_done=True)
+    assert frames.receive(h2s.end_stream(1))[-1][:2] == (h2s.EV_ERROR, h2s.STREAM_CLOSED), "closed after its end"
+    frames = _server(known)
+    frames.receive(_headers(3, CONNECT))
+    frames.forget(3, peer_done=False)  # we reset it: what the peer had in flight is ignored
+    assert frames.receive(h2s.end_stream(3)) == []
 
 
 # ------------------------------------------------------------------------------------------ client side

@@ -325,6 +325,7 @@ def test_rapid_reset_is_closed_with_one_log_line(
         a.close()
     _served(by)
     assert code == h2s.ENHANCE_YOUR_CALM
+    assert usage.fds[1] - usage.fds[0] < 50, f"streams reset before their task ran connect nothing: {usage}"
     assert usage.fds[2] <= usage.fds[0], usage
     m.node_b.wait_log("reason=premature_resets")
     assert _log_lines(m.node_b, "stream failed") <= 1
