@@ -399,9 +399,6 @@ class TunnelPump:
                     ctl_start = -1
                     if self._closed:
                         return
-                if flags & F_PADDED and (length == 0 or buf[pos + FRAME_HEADER] >= length):  # RFC 9113 §6.1
-                    self._error(0, PROTOCOL_ERROR, "protocol", f"DATA padding exceeds the frame on stream {sid}")
-                    return
                 target = self._streams.get(sid)
                 if target is not None:
                     self._on_data(target, buf, pos + FRAME_HEADER, length, flags)

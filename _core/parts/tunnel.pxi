@@ -430,9 +430,6 @@ cdef class TunnelPump:
                     if self._closed:
                         return
                     p = buf.data + pos
-                if flags & F_PADDED and (length == 0 or p[FRAME_HEADER] >= length):  # RFC 9113 §6.1
-                    self._error(0, PROTOCOL_ERROR, "protocol", f"DATA padding exceeds the frame on stream {sid}")
-                    return
                 st = self._streams.get(sid)
                 if st is not None:
                     self._on_data(st, p + FRAME_HEADER, length, flags)
