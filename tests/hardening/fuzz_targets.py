@@ -68,6 +68,12 @@ class _Transport:
     def close(self) -> None:
         self.events.append("close")
 
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.events.append("eof")
+
     def abort(self) -> None:
         self.events.append("abort")
 
