@@ -76,7 +76,7 @@ def read_report(path: Path) -> dict[str, CaseResult]:
     return results
 
 
-def run(address: tuple[str, int], report: Path, *, timeout: int = 5) -> dict[str, CaseResult]:
+def run(address: tuple[str, int], report: Path, *, timeout: int = 8) -> dict[str, CaseResult]:
     """Every h2spec case (generic, http2, hpack) against a cleartext HTTP/2 endpoint (here: an mTLS relay).
 
     `timeout` is h2spec's wait for each expected frame or close, in seconds; a case that sees nothing in that

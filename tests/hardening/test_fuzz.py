@@ -34,7 +34,9 @@ def test_fuzz_target_bounded_run_finds_nothing(target: str, tmp_path: Path) -> N
         f"-artifact_prefix={tmp_path}/", str(tmp_path / "corpus"),
     ]  # fmt: skip
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, f"{target}: the fuzzer found an input that breaks it:\n{done.stderr[-4000:]}"
+    if done.returncode != 0:
+        exception = done.stderr[done.stderr.find("=== Uncaught Python exception") :][:3000]
+        pytest.fail(f"{target}: the fuzzer found an input that breaks it:\n{exception}\n{done.stderr[-1500:]}")
 
 
 # ---------------------------------------------------------------------------------------------- regressions
@@ -80,6 +82,13 @@ CONFIG_REGRESSIONS: list[tuple[str, Any, str]] = [
 def test_ztunnel_config_bad_values_are_config_errors_naming_the_field(doc: Any, field: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         parse_config({"proxy": {"node": "n", **doc["proxy"]}}, "fuzz.yaml", tmp_path)
+
+
+def test_mesh_gateway_whose_spec_is_not_a_mapping_is_a_model_error_not_a_crash() -> None:
+    """The unimplemented-fields check read `spec.gatewayClassName` of any Gateway before the parse's guard."""
+    gateway = {"kind": "Gateway", "metadata": {"name": "g", "namespace": "default"}, "spec": 1.5}
+    (error,) = mesh_from_objects([gateway]).errors
+    assert error.ref.name == "g" and error.field == "spec"
 
 
 def test_mesh_policy_port_written_with_a_unicode_digit_is_a_model_error_not_a_crash() -> None:

@@ -438,8 +438,9 @@ def _endpoint_slice_workloads(
 def _report_unhandled_fields(obj: KubeObject, fail: Callable[[KubeObject, str, str], None]) -> bool:
     """Reports each field of `obj` the model does not implement; True when the object must not be used."""
     kind = str(obj.get("kind"))
-    if kind == "Gateway" and (obj.get("spec") or {}).get("gatewayClassName") != WAYPOINT_CLASS:
-        return False  # another controller's Gateway
+    spec = obj.get("spec")
+    if kind == "Gateway" and (spec.get("gatewayClassName") if isinstance(spec, Mapping) else None) != WAYPOINT_CLASS:
+        return False  # another controller's Gateway (or a malformed one, reported by the parse below)
     unhandled = unhandled_fields(obj)
     refused = kind in REFUSED_WHEN_INCOMPLETE
     for field in unhandled:
