@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import datetime
+import ipaddress
 import logging
 import threading
 from collections.abc import Callable, Hashable
@@ -19,20 +20,31 @@ from envoy_data_plane.envoy.config.core.v3 import Node
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from xds import resources
+from xds.authz import Refusal, node_decision
 from xds.ca import CertificateAuthority, IssuedCertificate
+from xds.caservice import certificate_handler
 from xds.envoy.bootstrap import WaypointNode
 from xds.envoy.secrets import workload_secrets
 from xds.envoy.waypoint import build_waypoint
 from xds.mesh.model import Mesh
-from xds.server import AdsServer
+from xds.server import AdsServer, SecurePort
 from xds.snapshot import Snapshot
 from xds.stream import Acked, Event, Nacked
+from xds.tokens import Authenticator, Caller
 from xds.ztunnel_state import ZTUNNEL_NODE_PREFIX, ztunnel_snapshot
 
 log = logging.getLogger("pyambient.controlplane")
 
 NodeBuilder = Callable[[Mesh, Node, "ControlPlane"], Snapshot | None]
 NACK_HISTORY = 1000  # recent NACKs kept for inspection; the counter metric keeps the total
+# The names istiod's serving certificate carries, plus ours: what clients dial for port 15012.
+CONTROL_PLANE_DNS_NAMES = (
+    "istiod.istio-system.svc",
+    "istiod.istio-system.svc.cluster.local",
+    "pyambient-controller.istio-system.svc",
+    "pyambient-controller.istio-system.svc.cluster.local",
+    "localhost",
+)
 
 
 @dataclass(frozen=True)
@@ -67,6 +79,8 @@ class ControlPlane:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._flush_handle: asyncio.TimerHandle | None = None
         self._server: AdsServer | None = None
+        self._secure_server: AdsServer | None = None
+        self.secure_port = 0
         self._renewal: asyncio.Future[None] | None = None
         self.builders: list[NodeBuilder] = [waypoint_snapshot, ztunnel_snapshot]
         self.nacks: collections.deque[NackRecord] = collections.deque(maxlen=NACK_HISTORY)
@@ -195,11 +209,56 @@ class ControlPlane:
 
     # --- serving --------------------------------------------------------------------------------
 
-    async def start(self, address: str = "127.0.0.1:15010") -> int:
-        """Start the ADS server on the running loop; returns the bound port."""
+    def authorize_node(self, caller: Caller, node: Node) -> Refusal | None:
+        """None when `caller` (from its token) may receive the config of xDS node `node`."""
+        waypoint = WaypointNode.from_node(node)
+        where = (waypoint.namespace, waypoint.name) if waypoint is not None else None
+        if where is None and node.id.startswith("waypoint~"):
+            return Refusal("PERMISSION_DENIED", f"waypoint node {node.id!r} does not name its waypoint")
+        return node_decision(caller, node.id, self._mesh, where)
+
+    async def start(
+        self,
+        address: str | None = "127.0.0.1:15010",
+        *,
+        secure_address: str | None = None,
+        authenticator: Authenticator | None = None,
+        server_names: tuple[str, ...] = (),
+    ) -> int:
+        """Start the ADS server(s) on the running loop; returns the plaintext port (or the secure one alone).
+
+        `secure_address` (istiod's 15012) needs `authenticator`; its serving certificate names
+        `CONTROL_PLANE_DNS_NAMES`, `server_names` and the address it listens on.
+        """
         self._loop = asyncio.get_running_loop()
-        self._server = AdsServer(self)
-        port = await self._server.start(address)
+        port = 0
+        if secure_address is not None:
+            if authenticator is None:
+                raise ValueError("the secure port needs an authenticator for callers' tokens")
+            host = secure_address.rsplit(":", 1)[0].strip("[]")
+            names = [*CONTROL_PLANE_DNS_NAMES, *server_names]
+            ips = ["127.0.0.1"]
+            if host and host not in names and host not in ips:
+                (ips if _is_ip(host) else names).append(host)
+            serving = self.ca.issue_server(names, ips, ttl=datetime.timedelta(days=90))
+            holder: list[AdsServer] = []
+
+            async def authenticate(context: object, what: str) -> Caller:
+                return await holder[0].authenticate(context, what)  # type: ignore[arg-type]
+
+            secure = SecurePort(
+                cert_pem=serving.cert_pem,
+                key_pem=serving.key_pem,
+                authenticator=authenticator,
+                authorize_node=self.authorize_node,
+                handlers=(certificate_handler(self.ca, lambda: self._mesh, authenticate),),
+            )
+            self._secure_server = AdsServer(self, secure=secure)
+            holder.append(self._secure_server)
+            self.secure_port = port = await self._secure_server.start(secure_address)
+        if address is not None:
+            self._server = AdsServer(self, serves_secrets=True)  # TEMPORARY until the waypoint agent lands
+            port = await self._server.start(address)
         interval = min(60.0, self.ca.leaf_ttl.total_seconds() / 10)
         self._renewal = asyncio.ensure_future(self._renew_leaves(interval))
         return port
@@ -207,14 +266,24 @@ class ControlPlane:
     async def stop(self) -> None:
         if self._renewal is not None:
             self._renewal.cancel()
-        if self._server is not None:
-            await self._server.stop()
+        for server in (self._server, self._secure_server):
+            if server is not None:
+                await server.stop()
         self._loop = None
 
-    async def serve(self, address: str = "127.0.0.1:15010") -> None:
-        await self.start(address)
-        assert self._server is not None and self._server.server is not None
-        await self._server.server.wait_for_termination()
+    async def serve(self, address: str | None = "127.0.0.1:15010", **secure: object) -> None:
+        await self.start(address, **secure)  # type: ignore[arg-type]
+        server = self._server or self._secure_server
+        assert server is not None and server.server is not None
+        await server.server.wait_for_termination()
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def snapshot_key(node: Node) -> Hashable:

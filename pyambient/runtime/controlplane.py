@@ -11,6 +11,7 @@ from xds.ca import CertificateAuthority
 from xds.controlplane import ControlPlane
 from xds.mesh.model import Mesh
 from xds.mesh.objects import mesh_from_objects
+from xds.tokens import Authenticator
 
 
 class ControlPlaneThread:
@@ -19,11 +20,22 @@ class ControlPlaneThread:
         self.control_plane.update(objects if isinstance(objects, Mesh) else mesh_from_objects(objects))
         self.loop = asyncio.new_event_loop()
         self.port = 0
+        self.secure_port = 0
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="control-plane")
 
-    def start(self, address: str = "127.0.0.1:0") -> ControlPlaneThread:
+    def start(
+        self,
+        address: str | None = "127.0.0.1:0",
+        *,
+        secure_address: str | None = None,
+        authenticator: Authenticator | None = None,
+    ) -> ControlPlaneThread:
+        """Serve plaintext xDS on `address` and, given `secure_address`, the istiod-compatible secure port."""
         self._thread.start()
-        self.port = asyncio.run_coroutine_threadsafe(self.control_plane.start(address), self.loop).result(10)
+        start = self.control_plane.start(address, secure_address=secure_address, authenticator=authenticator)
+        port = asyncio.run_coroutine_threadsafe(start, self.loop).result(30)
+        self.secure_port = self.control_plane.secure_port
+        self.port = port if address is not None else 0
         return self
 
     def apply(self, objects: Iterable[Mapping[str, Any]]) -> None:
