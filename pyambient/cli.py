@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pyambient.commands.ztunnel",
     "pyambient.commands.controller",
     "pyambient.commands.demo",
+    "pyambient.commands.token",
 )
 
 

@@ -37,11 +37,16 @@ class WorkloadCertificate:
     root_pem: bytes
     not_before: datetime.datetime
     not_after: datetime.datetime
+    received_at: datetime.datetime
 
     @property
     def renew_at(self) -> datetime.datetime:
-        """Half way through the lifetime, when Istio's agents renew."""
-        return self.not_before + (self.not_after - self.not_before) / 2
+        """Half way through the lifetime it was received with, when Istio's agents renew.
+
+        Counted from receipt, not `not_before`: the CA backdates `not_before` for clock skew, which
+        would make short-lived certificates look half expired on arrival.
+        """
+        return self.received_at + (self.not_after - self.received_at) / 2
 
 
 def new_key_and_csr(identity: str) -> tuple[bytes, str]:
@@ -85,6 +90,7 @@ def certificate_from_response(identity: str, key_pem: bytes, response: IstioCert
         root_pem=_pem_line(response.cert_chain[-1]).encode(),
         not_before=leaf.not_valid_before_utc,
         not_after=leaf.not_valid_after_utc,
+        received_at=datetime.datetime.now(datetime.UTC),
     )
 
 

@@ -21,10 +21,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from xds import resources
 from xds.authz import Refusal, node_decision
-from xds.ca import CertificateAuthority, IssuedCertificate
+from xds.ca import CertificateAuthority
 from xds.caservice import certificate_handler
 from xds.envoy.bootstrap import WaypointNode
-from xds.envoy.secrets import workload_secrets
 from xds.envoy.waypoint import build_waypoint
 from xds.mesh.model import Mesh
 from xds.server import AdsServer, SecurePort
@@ -72,16 +71,13 @@ class ControlPlane:
         self._mesh = Mesh()
         self._pending: Mesh | None = None
         self._generation = 0
-        self._cert_generation = 0
-        self._certs: dict[str, IssuedCertificate] = {}
-        self._cache: dict[tuple[int, int, Hashable], Snapshot] = {}
+        self._cache: dict[tuple[int, Hashable], Snapshot] = {}
         self._wakers: set[Callable[[], None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._flush_handle: asyncio.TimerHandle | None = None
         self._server: AdsServer | None = None
         self._secure_server: AdsServer | None = None
         self.secure_port = 0
-        self._renewal: asyncio.Future[None] | None = None
         self.builders: list[NodeBuilder] = [waypoint_snapshot, ztunnel_snapshot]
         self.nacks: collections.deque[NackRecord] = collections.deque(maxlen=NACK_HISTORY)
         self.acks: dict[tuple[str, str], str] = {}  # (node id, type) -> acked version
@@ -131,51 +127,14 @@ class ControlPlane:
         self.push_counter.inc()
         self._wake_all()
 
-    def rotate_certificates(self, *, root: bool = False) -> None:
-        """Re-issue every leaf (and the root first, if asked); pushed over SDS, no restart needed."""
-        if root:
-            self.ca.rotate_root()
-        with self._lock:
-            self._certs.clear()
-            self._cert_generation += 1
-            self._cache.clear()
-        self._schedule_wake()
-
-    def leaves_due_for_renewal(self, now: datetime.datetime | None = None) -> bool:
-        """True once any issued leaf is past half its lifetime (when istiod's agents renew too)."""
-        now = now or datetime.datetime.now(datetime.UTC)
-        with self._lock:
-            certs = list(self._certs.values())
-        return any(now >= c.not_after - (c.not_after - c.not_before) / 2 for c in certs)
-
-    async def _renew_leaves(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            if self.leaves_due_for_renewal():
-                log.info("renewing workload certificates past half their lifetime")
-                self.rotate_certificates()
-
-    def _schedule_wake(self) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._wake_all)
-
     def _wake_all(self) -> None:
         for wake in list(self._wakers):
             wake()
 
     # --- what the server asks -------------------------------------------------------------------
 
-    def certificate(self, identity: str) -> IssuedCertificate:
-        with self._lock:
-            cert = self._certs.get(identity)
-        if cert is None:
-            cert = self.ca.issue(identity)
-            with self._lock:
-                self._certs[identity] = cert
-        return cert
-
     def snapshot_for(self, node: Node) -> Snapshot:
-        key = (self._generation, self._cert_generation, snapshot_key(node))
+        key = (self._generation, snapshot_key(node))
         cached = self._cache.get(key)
         if cached is not None:
             return cached
@@ -257,15 +216,11 @@ class ControlPlane:
             holder.append(self._secure_server)
             self.secure_port = port = await self._secure_server.start(secure_address)
         if address is not None:
-            self._server = AdsServer(self, serves_secrets=True)  # TEMPORARY until the waypoint agent lands
+            self._server = AdsServer(self)
             port = await self._server.start(address)
-        interval = min(60.0, self.ca.leaf_ttl.total_seconds() / 10)
-        self._renewal = asyncio.ensure_future(self._renew_leaves(interval))
         return port
 
     async def stop(self) -> None:
-        if self._renewal is not None:
-            self._renewal.cancel()
         for server in (self._server, self._secure_server):
             if server is not None:
                 await server.stop()
@@ -306,12 +261,11 @@ def waypoint_snapshot(mesh: Mesh, node: Node, control_plane: ControlPlane) -> Sn
         log.warning("node %s names waypoint %s/%s, which the mesh does not have", node.id, who.namespace, who.name)
         return Snapshot.build({resources.LISTENER: [], resources.CLUSTER: [], resources.ENDPOINT: []})
     built = build_waypoint(mesh, waypoint, bind_ip=who.listen_address)
-    cert = control_plane.certificate(waypoint.identity)
+    # No secrets: the waypoint's agent makes its key and serves it to Envoy over SDS in the pod.
     return Snapshot.build(
         {
             resources.LISTENER: [(r.name, r) for r in built.listeners],
             resources.CLUSTER: [(r.name, r) for r in built.clusters],
             resources.ENDPOINT: [(r.cluster_name, r) for r in built.endpoints],
-            resources.SECRET: [(s.name, s) for s in workload_secrets(cert)],
         }
     )

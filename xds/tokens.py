@@ -143,7 +143,6 @@ class LocalTokenIssuer:
             raise AuthenticationError("token is not a JWT")
         try:
             header = json.loads(_unb64(parts[0]))
-            claims = json.loads(_unb64(parts[1]))
             signature = _unb64(parts[2])
         except ValueError as exc:
             raise AuthenticationError(f"token is not a JWT: {exc}") from None
@@ -156,6 +155,11 @@ class LocalTokenIssuer:
             self._key.public_key().verify(der, f"{parts[0]}.{parts[1]}".encode(), ec.ECDSA(hashes.SHA256()))
         except InvalidSignature:
             raise AuthenticationError("token signature does not verify (not issued by this control plane)") from None
+        # Claims are read only once the signature holds.
+        try:
+            claims = json.loads(_unb64(parts[1]))
+        except ValueError as exc:
+            raise AuthenticationError(f"token claims are not JSON: {exc}") from None
         if not isinstance(claims, dict) or claims.get("iss") != self.issuer:
             raise AuthenticationError("token issuer is not this control plane")
         now = time.time()

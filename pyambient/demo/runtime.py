@@ -67,7 +67,10 @@ class DemoMesh:
             self.ztunnels[node.name] = self._start_ztunnel(node)
         for wp in self.plan.waypoints:
             envoy_node = WaypointNode(wp.waypoint.name, wp.waypoint.namespace, wp.pod.ip)
-            self.envoys[wp.waypoint.name] = EnvoyProcess(self.workdir, envoy_node, self.control.port).start()
+            credentials = self.control.waypoint_credentials(envoy_node)
+            self.envoys[wp.waypoint.name] = EnvoyProcess(
+                self.workdir, envoy_node, self.control.port, credentials=credentials
+            ).start()
         for zt in self.ztunnels.values():
             ready: Callable[[], bool] = functools.partial(_http_ok, zt.url("readiness", "/healthz/ready"))
             wait_until(
@@ -83,8 +86,9 @@ class DemoMesh:
         assert self.control is not None
         cp = self.control.control_plane
         snapshot = cp.snapshot_for(envoy.node.to_node())
-        types = (resources.LISTENER, resources.CLUSTER, resources.SECRET)
-        return all(cp.acks.get((envoy.node.node_id, t)) == snapshot.version(t) for t in types)
+        types = (resources.LISTENER, resources.CLUSTER)
+        acked = all(cp.acks.get((envoy.node.node_id, t)) == snapshot.version(t) for t in types)
+        return acked and envoy.serving()
 
     def _start_ztunnel(self, node: NodePlan) -> ZtunnelProcess:
         assert self.control is not None
@@ -95,7 +99,7 @@ class DemoMesh:
         (certs / "root.pem").write_bytes(cp.ca.root_pem)
         pairs = []
         for identity in sorted({w.identity for w in node.workloads}):
-            issued = cp.certificate(identity)
+            issued = cp.ca.issue(identity)
             stem = identity.rsplit("/", 1)[-1] + "-" + identity.split("/ns/")[1].split("/")[0]
             (certs / f"{stem}.pem").write_bytes(issued.cert_pem)
             (certs / f"{stem}.key").write_bytes(issued.key_pem)
