@@ -28,8 +28,9 @@ from prometheus_client import generate_latest
 
 from ztunnel import tls
 from ztunnel.admin import serve_http
+from ztunnel.certs import CaCertificates
 from ztunnel.config import LoadedConfig, ProxySettings, load_config
-from ztunnel.errors import ConfigError, Denied, ProxyError, UnknownSource
+from ztunnel.errors import ConfigError, Denied, MissingCertificate, ProxyError, UnknownSource
 from ztunnel.hbone import HboneConnection, HttpStatusError, StreamCtx
 from ztunnel.identity import Identity
 from ztunnel.inbound import check_rbac, decide_connect, decide_plaintext
@@ -243,6 +244,22 @@ class _Relay:
             t.abort()
 
 
+class _Refused(asyncio.Protocol):
+    """An accepted connection closed at once: the workload has no certificate of its own yet."""
+
+    def connection_made(self, transport: Any) -> None:
+        transport.abort()
+
+
+@dataclass(frozen=True)
+class XdsChannel:
+    """xDS over TLS to the secure port (Istio's XDS_ROOT_CA), with the ztunnel's token on every stream."""
+
+    root_pem: bytes
+    token: Callable[[], str]
+    server_name: str | None = None
+
+
 @dataclass(frozen=True)
 class _Route:
     """What connections from one client IP to one destination (and endpoint) share: derived once per state."""
@@ -272,6 +289,8 @@ class Ztunnel:
         config_path: Path | None = None,
         impl: Any = None,
         xds: str | None = None,
+        ca: CaCertificates | None = None,
+        xds_channel: XdsChannel | None = None,
     ) -> None:
         if impl is None:
             import _core
@@ -303,12 +322,18 @@ class Ztunnel:
         self._certs: dict[Identity, tls.WorkloadCert] = {}
         self._client_ctx: dict[Identity, ssl.SSLContext] = {}
         self._server_ctx: dict[Identity, ssl.SSLContext] = {}
+        self.ca = ca
+        self.xds_channel = xds_channel
+        if ca is not None:
+            ca.on_renewed = self._forget_contexts
         self._load_certs(self.settings)
         self._mtime = self._config_mtime()
         self.started = 0.0
 
     # --------------------------------------------------------------------------- certificates
     def _load_certs(self, s: ProxySettings) -> None:
+        if self.ca is not None and not s.certificates:
+            return  # every certificate comes from the CA, on demand
         if s.root_cert is None or not s.certificates:
             raise ConfigError(
                 str(self.config_path or "config"),
@@ -331,24 +356,44 @@ class Ztunnel:
         self._server_ctx.clear()
 
     def _cert_for(self, ident: Identity | None) -> tls.WorkloadCert:
-        if ident is not None and ident in self._certs:
-            return self._certs[ident]
-        return next(iter(self._certs.values()))
+        """The workload's own certificate; never another workload's (MissingCertificate instead)."""
+        if ident is not None:
+            wc = self._certs.get(ident)
+            if wc is None and self.ca is not None:
+                wc = self.ca.get(ident)  # None while it is being fetched
+            if wc is not None:
+                return wc
+        raise MissingCertificate(f"no certificate for identity {ident}; not proxying under another identity")
+
+    def _root_path(self) -> Path:
+        root = self.settings.root_cert or (self.ca.root_path if self.ca is not None else None)
+        assert root is not None
+        return root
+
+    def _prefetch_certificates(self) -> None:
+        """Ask the CA for each local workload's certificate before its first connection needs it."""
+        if self.ca is not None:
+            for w in self.local_workloads():
+                if w.identity is not None:
+                    self.ca.want(w.identity)
+
+    def _forget_contexts(self, ident: Identity) -> None:
+        """A renewed certificate: new handshakes load it; live connections keep theirs."""
+        self._client_ctx.pop(ident, None)
+        self._server_ctx.pop(ident, None)
 
     def client_ctx(self, ident: Identity | None) -> ssl.SSLContext:
         wc = self._cert_for(ident)
         ctx = self._client_ctx.get(wc.identity)
         if ctx is None:
-            assert self.settings.root_cert is not None
-            ctx = self._client_ctx[wc.identity] = tls.client_context(self.settings.root_cert, wc)
+            ctx = self._client_ctx[wc.identity] = tls.client_context(self._root_path(), wc)
         return ctx
 
     def server_ctx(self, ident: Identity | None) -> tuple[ssl.SSLContext, Identity]:
         wc = self._cert_for(ident)
         ctx = self._server_ctx.get(wc.identity)
         if ctx is None:
-            assert self.settings.root_cert is not None
-            ctx = self._server_ctx[wc.identity] = tls.server_context(self.settings.root_cert, wc)
+            ctx = self._server_ctx[wc.identity] = tls.server_context(self._root_path(), wc)
         return ctx, wc.identity
 
     # --------------------------------------------------------------------------- lifecycle
@@ -365,6 +410,7 @@ class Ztunnel:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         s = self.settings
+        self._prefetch_certificates()
         addrs: set[tuple[IPAddr, int]] = set()
         if s.outbound:
             srv = await loop.create_server(self._captured_factory, s.outbound[0], s.outbound[1], reuse_address=True)
@@ -403,6 +449,8 @@ class Ztunnel:
         self.pool.close()
         for live in list(self._live.values()):
             live.close()
+        if self.ca is not None:
+            await self.ca.close()
 
     async def _sync_inbound_listeners(self) -> None:
         loop = asyncio.get_running_loop()
@@ -473,6 +521,7 @@ class Ztunnel:
         old = self.state
         self.state = state
         self.lbs.update(state)
+        self._prefetch_certificates()
         await self._sync_inbound_listeners()
         if old.policies != state.policies or old.workloads != state.workloads:
             self._recheck_live()
@@ -516,7 +565,17 @@ class Ztunnel:
             self.xds_synced = True
             return None
 
-        await run_delta_ads(target, client, handle)
+        if self.xds_channel is not None:
+            await run_delta_ads(
+                target,
+                client,
+                handle,
+                root_pem=self.xds_channel.root_pem,
+                token=self.xds_channel.token,
+                server_name=self.xds_channel.server_name,
+            )
+        else:
+            await run_delta_ads(target, client, handle)
 
     # --------------------------------------------------------------------------- outbound
     def _captured_factory(self) -> asyncio.Protocol:
@@ -904,7 +963,11 @@ class Ztunnel:
     # --------------------------------------------------------------------------- inbound HBONE (15008)
     def _hbone_factory(self, ip: IPAddr) -> Any:
         wl = self.state.find_workload(ip)
-        ctx, ident = self.server_ctx(wl.identity if wl else None)
+        try:
+            ctx, ident = self.server_ctx(wl.identity if wl else None)
+        except MissingCertificate as e:
+            log_in.warning('connection refused dst.addr=%s direction="inbound" error="%s"', _fmt((ip, 15008)), e)
+            return _Refused()
         conn = HboneConnection(
             ctx,
             server_side=True,
@@ -1300,7 +1363,7 @@ class Ztunnel:
                 },
                 "coreImpl": getattr(self.impl, "__name__", str(self.impl)),
             },
-            "certificates": [cert(wc) for wc in self._certs.values()],
+            "certificates": [cert(wc) for wc in {**self._certs, **(self.ca.certs if self.ca else {})}.values()],
         }
 
 
@@ -1335,7 +1398,14 @@ def tune_malloc() -> None:
     mallopt(m_top_pad, 16 << 20)
 
 
-async def run(config: Path | None, xds: str | None, *, impl_name: str = "cython") -> None:
+async def run(
+    config: Path | None,
+    xds: str | None,
+    *,
+    impl_name: str = "cython",
+    ca: Callable[[], CaCertificates] | None = None,
+    xds_channel: XdsChannel | None = None,
+) -> None:
     import signal
 
     if config is None:
@@ -1347,7 +1417,7 @@ async def run(config: Path | None, xds: str | None, *, impl_name: str = "cython"
         import _core._reference as impl
     else:
         import _core as impl
-    zt = Ztunnel(loaded, config_path=config, impl=impl, xds=xds)
+    zt = Ztunnel(loaded, config_path=config, impl=impl, xds=xds, ca=ca() if ca else None, xds_channel=xds_channel)
     await zt.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
