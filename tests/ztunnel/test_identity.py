@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import functools
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from pyambient.runtime.controlplane import ControlPlaneThread
+from pyambient.runtime.envoy import wait_until
 from tests.harness.meshes import namespace, pod
 from tests.ztunnel.conftest import Backend, ZtunnelProc, roundtrip, socks_connect, workload, write_yaml
 from tests.ztunnel.mesh import build_mesh
@@ -101,7 +103,7 @@ def test_ztunnels_get_certificates_from_the_ca_and_carry_hbone_between_nodes(
         token = tmp_path / f"token-{name}"
         token.write_text(control.tokens.issue("istio-system", "ztunnel", pod=f"ztunnel-{name}", node=f"node-{name}"))
         args = ["--ca-address", f"127.0.0.1:{control.secure_port}", "--ca-root-cert", str(root)]
-        args += ["--token-path", str(token), "--ca-server-name", "istiod.istio-system.svc"]
+        args += ["--token-path", str(token), "--ca-server-name", "istiod.istio-system.svc", "--secret-ttl", "30"]
         nodes[name] = ZtunnelProc(path, ip, tmp_path / f"node-{name}.log", extra_args=tuple(args))
         procs.append(nodes[name])
     for proc in nodes.values():
@@ -109,10 +111,24 @@ def test_ztunnels_get_certificates_from_the_ca_and_carry_hbone_between_nodes(
     nodes["a"].wait_log("certificate for spiffe://cluster.local/ns/default/sa/sleep issued by the CA", timeout=30)
     nodes["b"].wait_log("certificate for spiffe://cluster.local/ns/default/sa/echo issued by the CA", timeout=30)
 
-    s = socks_connect(m.socks, ("10.96.0.10", 80), src_ip=m.ip(2))
-    assert roundtrip(s, b"hello") == b"echo-1:hello"
-    s.close()
-    log_b = nodes["b"].wait_log('src.identity="spiffe://cluster.local/ns/default/sa/sleep"')
+    live = socks_connect(m.socks, ("10.96.0.10", 80), src_ip=m.ip(2))
+    assert roundtrip(live, b"hello") == b"echo-1:hello"
+
+    # 30 s certificates are renewed at half life; the connection made before keeps working.
+    def renewed(proc: ZtunnelProc, identity: str) -> bool:
+        return proc.log().count(f"certificate for {identity} issued by the CA") >= 2
+
+    for proc, identity in (
+        (nodes["a"], "spiffe://cluster.local/ns/default/sa/sleep"),
+        (nodes["b"], "spiffe://cluster.local/ns/default/sa/echo"),
+    ):
+        wait_until(functools.partial(renewed, proc, identity), timeout=90, interval=0.5, what=f"{identity} renewed")
+    assert roundtrip(live, b"again") == b"echo-1:again"
+    live.close()
+    log_b = nodes["b"].wait_log('src.identity="spiffe://cluster.local/ns/default/sa/sleep"')  # when it completes
     assert 'dst.identity="spiffe://cluster.local/ns/default/sa/echo"' in log_b
+    fresh = socks_connect(m.socks, ("10.96.0.10", 80), src_ip=m.ip(2))
+    assert roundtrip(fresh, b"new") == b"echo-1:new"
+    fresh.close()
     # Node A's token could not get echo's identity (not on its node) even if it asked: the CA checks.
     assert "sa/echo issued" not in nodes["a"].log()
