@@ -68,6 +68,9 @@ class SecurePort:
     authenticator: Authenticator
     authorize_node: Callable[[Caller, Node], Refusal | None]
     handlers: tuple[grpc.GenericRpcHandler, ...] = ()
+    # The cluster whose tokens we can check; Istio's clients name theirs in the `clusterid` header
+    # (istiod refuses a cluster it does not know, and so do we).
+    cluster_id: str = "Kubernetes"
 
 
 class AdsServer:
@@ -90,9 +93,15 @@ class AdsServer:
     async def authenticate(self, context: grpc.aio.ServicerContext, what: str) -> Caller:
         """The caller of a secure-port call; aborts it with UNAUTHENTICATED (and logs why) otherwise."""
         assert self.secure is not None
-        token = bearer_token(context.invocation_metadata())
+        metadata = context.invocation_metadata() or ()
+        token = bearer_token(metadata)
+        cluster = next((str(v) for k, v in metadata if k.lower() == "clusterid"), self.secure.cluster_id)
         reason = "no bearer token (authorization: Bearer <ServiceAccount token, audience istio-ca>)"
-        if token is not None:
+        if cluster != self.secure.cluster_id:
+            reason = (
+                f"client claims to be in cluster {cluster!r}; this control plane knows only {self.secure.cluster_id!r}"
+            )
+        elif token is not None:
             try:
                 # TokenReview is blocking I/O against the API server.
                 return await asyncio.to_thread(self.secure.authenticator.authenticate, token)
@@ -203,13 +212,15 @@ class AdsServer:
     async def _sotw(
         self, requests: AsyncIterator[DiscoveryRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[object]:
-        async for response in self._run(SotwStream(), requests, "ADS", context):
+        kind = "SDS" if self.service == SDS_SERVICE else "ADS"
+        async for response in self._run(SotwStream(), requests, kind, context):
             yield response
 
     async def _delta(
         self, requests: AsyncIterator[DeltaDiscoveryRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[object]:
-        async for response in self._run(DeltaStream(), requests, "Delta ADS", context):
+        kind = "Delta SDS" if self.service == SDS_SERVICE else "Delta ADS"
+        async for response in self._run(DeltaStream(), requests, kind, context):
             yield response
 
     @staticmethod

@@ -70,7 +70,10 @@ class DemoMesh:
             credentials = self.control.waypoint_credentials(envoy_node)
             self.envoys[wp.waypoint.name] = EnvoyProcess(
                 self.workdir, envoy_node, self.control.port, credentials=credentials
-            ).start()
+            )
+            self.envoys[wp.waypoint.name].start_agent()  # agents side by side; each Envoy once its agent serves
+        for envoy in self.envoys.values():
+            envoy.start()
         for zt in self.ztunnels.values():
             ready: Callable[[], bool] = functools.partial(_http_ok, zt.url("readiness", "/healthz/ready"))
             wait_until(
@@ -79,7 +82,7 @@ class DemoMesh:
                 what=f"ztunnel {zt.node.name} ready (log: {zt.log_path})",
             )
         for name, envoy in self.envoys.items():
-            wait_until(functools.partial(self._acked, envoy), timeout=30, what=f"waypoint {name} ACKs its config")
+            wait_until(functools.partial(self._acked, envoy), timeout=60, what=f"waypoint {name} ACKs its config")
         return self
 
     def _acked(self, envoy: EnvoyProcess) -> bool:

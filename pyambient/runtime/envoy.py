@@ -144,6 +144,11 @@ class EnvoyProcess:
     def start(self) -> EnvoyProcess:
         if self.agent is None:
             self.start_agent()
+        # As pilot-agent does: Envoy starts once the agent serves SDS (it has the first certificate).
+        # Started earlier, Envoy would back its sds-grpc reconnects off for up to 30 s.
+        wait_until(
+            self.sds_socket.exists, timeout=60, what=f"the agent serving SDS (log: {self.agent_log_path})"
+        )
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             [

@@ -87,6 +87,7 @@ def running(tmp_path: Path, processes: dict[str, subprocess.Popen[bytes]]) -> It
         stdout=(tmp_path / "agent.log").open("wb"),
         stderr=subprocess.STDOUT,
     )
+    wait_until((pod / "sds.sock").exists, timeout=60, what="the agent serving SDS")  # as pilot-agent: then Envoy
     bootstrap = tmp_path / "bootstrap.json"
     subprocess.run(
         [

@@ -65,13 +65,19 @@ def mesh(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     envoys = {
         n.node_id: EnvoyProcess(
             workdir, n, control.port, credentials=control.waypoint_credentials(n), delta=request.param == "delta"
-        ).start()
+        )
         for n in (SHOP_WAYPOINT, REVIEWS_WAYPOINT, OTHER_WAYPOINT)
     }
     m = Mesh(control, envoys, terminators, ca)
     try:
+        for pod in envoys.values():  # the agents start side by side, then each Envoy once its agent serves
+            pod.start_agent()
+        for pod in envoys.values():
+            pod.start()
         for envoy in envoys.values():
-            wait_until(functools.partial(m.acked_everything, envoy), what=f"{envoy.node.node_id} ACKs every type")
+            wait_until(
+                functools.partial(m.acked_everything, envoy), timeout=60, what=f"{envoy.node.node_id} ACKs every type"
+            )
         yield m
     finally:
         for envoy in envoys.values():

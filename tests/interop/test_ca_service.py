@@ -37,8 +37,12 @@ class SecureControlPlane:
     def root(self) -> bytes:
         return self.control.control_plane.ca.root_pem
 
-    def create(self, request: IstioCertificateRequest, token: str | None) -> IstioCertificateResponse:
-        metadata = (("authorization", f"Bearer {token}"),) if token is not None else ()
+    def create(
+        self, request: IstioCertificateRequest, token: str | None, cluster_id: str | None = None
+    ) -> IstioCertificateResponse:
+        metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token is not None else ()
+        if cluster_id is not None:
+            metadata += (("clusterid", cluster_id),)
         with grpc.secure_channel(self.address, grpc.ssl_channel_credentials(self.root)) as channel:
             call = channel.unary_unary(
                 CREATE_CERTIFICATE_METHOD,
@@ -188,3 +192,12 @@ def test_serving_certificate_names_istiod_and_speaks_tls13_h2(secure: SecureCont
         with ctx.wrap_socket(raw, server_hostname="istiod.istio-system.svc") as tls:
             assert tls.version() == "TLSv1.3"
             assert tls.selected_alpn_protocol() == "h2"
+
+
+def test_cluster_id_header_must_name_our_cluster(secure: SecureControlPlane) -> None:
+    token = secure.tokens.issue("shop", "web")
+    assert secure.create(request_for(spiffe_id("shop", "web")), token, cluster_id="Kubernetes").cert_chain
+    with pytest.raises(grpc.RpcError) as raised:
+        secure.create(request_for(spiffe_id("shop", "web")), token, cluster_id="cluster2")
+    assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "cluster 'cluster2'" in raised.value.details()
