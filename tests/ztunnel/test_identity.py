@@ -18,7 +18,7 @@ import pytest
 
 from pyambient.runtime.controlplane import ControlPlaneThread
 from pyambient.runtime.envoy import wait_until
-from tests.harness.meshes import namespace, pod
+from tests.harness.meshes import ambient_namespace, namespace, pod, service
 from tests.ztunnel.conftest import Backend, ZtunnelProc, roundtrip, socks_connect, workload, write_yaml
 from tests.ztunnel.mesh import build_mesh
 from xds.ca import CertificateAuthority
@@ -132,3 +132,59 @@ def test_ztunnels_get_certificates_from_the_ca_and_carry_hbone_between_nodes(
     fresh.close()
     # Node A's token could not get echo's identity (not on its node) even if it asked: the CA checks.
     assert "sa/echo issued" not in nodes["a"].log()
+
+
+def test_ztunnels_fed_only_by_the_secure_port_carry_traffic(
+    tmp_path: Path, procs: list[ZtunnelProc], backends: list[Backend]
+) -> None:
+    """As Istio's ztunnel runs against istiod: xDS and certificates both over 15012, one token, no files."""
+    net = "127.0.43"
+    objects = [
+        ambient_namespace("default"),
+        service("default", "echo", "10.96.43.10", [("http", 80, 8080)], {"app": "echo"}),
+        pod("default", "sleep", f"{net}.2", {"app": "sleep"}, "sleep", node="node-a"),
+        pod("default", "echo-1", f"{net}.3", {"app": "echo"}, "echo", node="node-b"),
+    ]
+    control = ControlPlaneThread(objects).start(address=None)  # no plaintext port at all
+    try:
+        backends.append(Backend(f"{net}.3", 8080, "echo-1"))
+        root = tmp_path / "root-cert.pem"
+        root.write_bytes(control.control_plane.ca.root_pem)
+        nodes = []
+        for name, last in (("b", 3), ("a", 2)):
+            cfg = {
+                "proxy": {
+                    "node": f"node-{name}",
+                    "bindIp": f"{net}.{last}",
+                    "handshakeTimeout": 2.0,
+                    "xds": f"127.0.0.1:{control.secure_port}",
+                }
+            }
+            token = tmp_path / f"token-{name}"
+            token.write_text(control.tokens.issue("istio-system", "ztunnel", node=f"node-{name}"))
+            args = (
+                "--ca-address",
+                f"127.0.0.1:{control.secure_port}",
+                "--ca-root-cert",
+                str(root),
+                "--token-path",
+                str(token),
+                "--ca-server-name",
+                "istiod.istio-system.svc",
+                "--xds-tls",
+            )
+            proc = ZtunnelProc(
+                write_yaml(tmp_path / f"{name}.yaml", cfg), f"{net}.{last}", tmp_path / f"{name}.log", extra_args=args
+            )
+            procs.append(proc)
+            nodes.append(proc)
+        for proc in nodes:
+            proc.wait_ready()
+        nodes[0].wait_log("certificate for spiffe://cluster.local/ns/default/sa/echo issued by the CA", timeout=30)
+        nodes[1].wait_log("certificate for spiffe://cluster.local/ns/default/sa/sleep issued by the CA", timeout=30)
+        s = socks_connect((f"{net}.2", 15080), ("10.96.43.10", 80), src_ip=f"{net}.2")
+        assert roundtrip(s, b"over-15012") == b"echo-1:over-15012"
+        s.close()
+        nodes[0].wait_log('src.identity="spiffe://cluster.local/ns/default/sa/sleep"')
+    finally:
+        control.stop()
