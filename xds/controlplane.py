@@ -1,8 +1,9 @@
 """The control plane: the current mesh, the CA, and a per-node snapshot served over ADS.
 
 `update(mesh)` may be called from any thread (file watcher, Kubernetes watches); pushes are
-debounced so a burst of edits becomes one push. Snapshots are pure functions of (mesh, node,
-certificates) and are cached per mesh generation.
+debounced so a burst of edits becomes one push. Snapshots are pure functions of (mesh, node) and
+are cached per mesh generation; they never hold a secret (keys are made by the agents that use them
+and signed through the CA API on the secure port, `xds.caservice`).
 """
 
 from __future__ import annotations
