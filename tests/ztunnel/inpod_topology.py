@@ -19,12 +19,12 @@ PROBE_SOURCE = "169.254.7.127"
 
 
 class Node:
-    def __init__(self, tag: str, pods: dict[str, str]) -> None:
+    def __init__(self, tag: str, pods: dict[str, str], prefix: str = PREFIX) -> None:
         self.tag = f"{tag}{os.getpid() % 100000}"
         self.host = NetNS(f"ip-host-{self.tag}")
         self.host.ex("ip", "link", "add", "br0", "type", "bridge")
         self.host.ex("ip", "link", "set", "br0", "up")
-        for addr in (f"{PREFIX}.1/24", f"{PREFIX}.2/24", f"{PROBE_SOURCE}/32"):
+        for addr in (f"{prefix}.1/24", f"{prefix}.2/24", f"{PROBE_SOURCE}/32"):
             self.host.ex("ip", "addr", "add", addr, "dev", "br0")
         self.pods: dict[str, NetNS] = {}
         for i, (name, ip) in enumerate(pods.items()):
@@ -36,7 +36,7 @@ class Node:
             ns.ex("ip", "link", "set", pod_end, "name", "eth0")
             ns.ex("ip", "addr", "add", f"{ip}/24", "dev", "eth0")
             ns.ex("ip", "link", "set", "eth0", "up")
-            ns.ex("ip", "route", "add", "default", "via", f"{PREFIX}.1")
+            ns.ex("ip", "route", "add", "default", "via", f"{prefix}.1")
             self.pods[name] = ns
 
     def netns_path(self, pod: str) -> str:
