@@ -24,7 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from pyambient.cni import plugin
-from pyambient.cni.policy import PodEnrolment, capture_decision, conflist_with_plugin, desired_pods, pod_enrolment
+from pyambient.cni.policy import (
+    PodEnrolment,
+    capture_decision,
+    conflist_with_plugin,
+    desired_pods,
+    host_probe_payload,
+    pod_enrolment,
+)
 from waypoint.kube.api import NAMESPACES, PODS, KubeApi, Resource
 from waypoint.kube.watch import Informer
 from waypoint.settings import WatchSettings
@@ -99,8 +106,14 @@ class Wanted:
 
 
 class NodeAgent:
-    def __init__(self, api: KubeApi, node: str, ztunnel_socket: Path, agent_socket: Path) -> None:
+    def __init__(
+        self, api: KubeApi, node: str, ztunnel_socket: Path, agent_socket: Path, *, host_netns: Path | None = None
+    ) -> None:
+        """`host_netns`: where the node's probe SNAT goes (default: this process's netns — the agent runs with
+        hostNetwork); tests that stand a netns in for the node pass it."""
         self.api = api
+        self.host_netns = host_netns
+        self._host_ips: list[str] | None = None
         self.node = node
         self.ztunnel_socket = ztunnel_socket
         self.agent_socket = agent_socket
@@ -179,9 +192,26 @@ class NodeAgent:
                 continue
             wanted[uid] = Wanted(pod, path)
         with self._lock:
+            for uid, w in self._cni.items():  # a CNI ADD that arrived while this pass ran
+                if uid not in uids and uid not in wanted:
+                    wanted[uid] = w
             if wanted != self._wanted:
                 self._wanted = wanted
                 self._lock.notify_all()
+        self._sync_host_probe_rules(sorted(ip for w in wanted.values() for ip in w.pod.ips))
+
+    def _host(self, *cmd: str, stdin: str | None = None) -> str:
+        prefix = ["nsenter", f"--net={self.host_netns}"] if self.host_netns is not None else []
+        p = subprocess.run([*prefix, *cmd], input=stdin, capture_output=True, text=True)
+        if p.returncode != 0:
+            raise OSError(f"{' '.join(cmd)} on the node: {p.stderr.strip()}")
+        return p.stdout
+
+    def _sync_host_probe_rules(self, ips: list[str]) -> None:
+        if ips == self._host_ips:
+            return
+        self._host("iptables-restore", "--noflush", stdin=host_probe_payload(ips, self._host("iptables-save")))
+        self._host_ips = ips
 
     # -- the ztunnel connection
     def _ztunnel_loop(self) -> None:
@@ -257,7 +287,9 @@ class NodeAgent:
         while not self._stop.is_set():
             with self._lock:
                 while self._wanted == sent and not self._stop.is_set():
-                    self._lock.wait(5.0)
+                    self._lock.wait(0.5)
+                    if link.peer_closed():  # the ztunnel went away: reconnect and re-send the snapshot
+                        raise ConnectionError("the ztunnel closed the enrolment socket")
                 wanted = dict(self._wanted)
             for uid, w in wanted.items():
                 if sent.get(uid) != w:
@@ -321,7 +353,10 @@ class NodeAgent:
             self._acked.pop(enrol.uid, None)
             self._wanted = {**self._wanted, enrol.uid: w}
             self._lock.notify_all()
-            if not self._lock.wait_for(lambda: enrol.uid in self._acked, timeout):
+            ok = self._lock.wait_for(lambda: enrol.uid in self._acked, timeout)
+        self._dirty.set()  # the node's probe SNAT follows the enrolled pods
+        with self._lock:
+            if not ok:
                 return {"error": "the ztunnel did not enrol the pod in time (is it running?)"}
             error = self._acked[enrol.uid]
         return {"error": error} if error else {"enrolled": True}

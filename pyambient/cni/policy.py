@@ -89,3 +89,36 @@ def conflist_with_plugin(conflist: dict[str, Any], plugin: dict[str, Any]) -> di
     if plugins and plugins[-1] == plugin and len(others) == len(plugins) - 1:
         return None
     return {**conflist, "plugins": [*others, plugin]}
+
+
+PROBE_SOURCE = "169.254.7.127"
+HOST_CHAIN = "ISTIO_POSTRT"
+
+
+def host_probe_payload(pod_ips: list[str], saved: str) -> str:
+    """The node's `iptables-restore --noflush` input that SNATs the kubelet's probes to captured pods to
+    169.254.7.127 (Istio's probe source): only packets from local sockets (`--socket-exists`: the kubelet runs
+    on the host) to an enrolled pod's IP. The pods' rules let that source through uncaptured, so probes keep
+    working under STRICT. Our chain is declared (replaced atomically); the jump is added once. One rule per pod
+    IP rather than Istio's ipset: no extra tool on the node, and a node's few hundred pods are cheap to match."""
+    jump = f"-A POSTROUTING -j {HOST_CHAIN}"
+    has_jump = any(line.strip() == jump for line in _table(saved, "nat"))
+    lines = ["*nat", f":{HOST_CHAIN} - [0:0]"]
+    lines += [
+        f"-A {HOST_CHAIN} -d {ip}/32 -p tcp -m owner --socket-exists -j SNAT --to-source {PROBE_SOURCE}"
+        for ip in sorted(set(pod_ips))
+        if ":" not in ip
+    ]
+    if not has_jump:
+        lines.append(jump)
+    return "\n".join([*lines, "COMMIT"]) + "\n"
+
+
+def _table(saved: str, table: str) -> list[str]:
+    out, current = [], False
+    for line in saved.splitlines():
+        if line.startswith("*"):
+            current = line[1:].strip() == table
+        elif current:
+            out.append(line)
+    return out

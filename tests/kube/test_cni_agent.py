@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -17,8 +18,8 @@ import pytest
 from pyambient.cni import plugin as plugin_module
 from pyambient.cni.agent import NodeAgent, install_plugin
 from tests.kube.cluster import KubeCluster
-from tests.ztunnel.conftest import ZtunnelProc, issue, proxy_section, write_yaml
-from tests.ztunnel.inpod_topology import Node
+from tests.ztunnel.conftest import Backend, ZtunnelProc, issue, proxy_section, roundtrip, write_yaml
+from tests.ztunnel.inpod_topology import PROBE_SOURCE, Node
 from waypoint.kube.api import KubeApi
 from xds.ca import CertificateAuthority
 
@@ -63,6 +64,11 @@ def _cni(env: dict[str, str], conf: dict[str, Any]) -> tuple[int, str]:
     return p.returncode, p.stdout
 
 
+def _host_nat(node: Node) -> str:
+    return subprocess.run(["ip", "netns", "exec", node.host.name, "iptables-save", "-t", "nat"],
+                          capture_output=True, text=True, check=True).stdout  # fmt: skip
+
+
 @pytest.fixture
 def ca() -> CertificateAuthority:
     return CertificateAuthority()
@@ -87,7 +93,8 @@ def test_cni_agent_enrols_by_label_cni_add_and_removes(
                                 inpodSocket=str(zsock))},
     )  # fmt: skip
     zt = ZtunnelProc(cfg, f"{PREFIX}.1", tmp_path / "zt.log", netns=node.host.name)
-    agent = NodeAgent(kube_api, NODE, zsock, asock)
+    agent = NodeAgent(kube_api, NODE, zsock, asock, host_netns=Path(f"/var/run/netns/{node.host.name}"))
+    app = node.pods["sleep"].run_in(lambda: Backend("0.0.0.0", 8080, "sleep"))
     try:
         zt.wait_ready(60)
         sleep_uid = _pod(kube_cluster, namespace, "sleep")
@@ -104,6 +111,23 @@ def test_cni_agent_enrols_by_label_cni_add_and_removes(
         kube_cluster.kubectl("label", "namespace", namespace, "istio.io/dataplane-mode=ambient")
         zt.wait_log(f"pod enrolled uid={sleep_uid} pod={namespace}/sleep", timeout=60)
         assert "REDIRECT --to-ports 15001" in node.iptables_save("sleep")
+
+        # the kubelet's probes (local sockets on the node) are SNATed to 169.254.7.127 and reach the app uncaptured
+        _until(lambda: f"-d {IPS['sleep']}/32" in _host_nat(node), "the node's probe SNAT rule")
+        probe = node.host.run_in(lambda: socket.create_connection((IPS["sleep"], 8080), timeout=10))
+        assert roundtrip(probe, b"probe") == b"sleep:probe"
+        probe.close()
+        assert app.peers[-1][0] == PROBE_SOURCE
+
+        # a ztunnel restart: the agent reconnects and re-sends its snapshot; the pod's rules were never removed
+        before = node.iptables_save("sleep")
+        zt.stop()
+        assert node.iptables_save("sleep") == before
+        zt = ZtunnelProc(cfg, f"{PREFIX}.1", tmp_path / "zt-2.log", netns=node.host.name)
+        zt.wait_ready(60)
+        zt.wait_log(f"pod enrolled uid={sleep_uid} pod={namespace}/sleep ips={IPS['sleep']} rules=already in place", 60)
+        zt.wait_log("snapshot received pods=1")
+        assert node.iptables_save("sleep") == before
 
         # a new pod: the CNI plugin (as the kubelet runs it) enrols it before its app starts; prevResult passes
         late_uid = _pod(kube_cluster, namespace, "late")
@@ -140,6 +164,7 @@ def test_cni_agent_enrols_by_label_cni_add_and_removes(
     finally:
         agent.stop()
         zt.stop()
+        app.close()
 
 
 def test_install_chains_the_plugin_atomically_and_idempotently(tmp_path: Path) -> None:

@@ -229,6 +229,12 @@ def test_enrolment_refuses_bad_messages_and_keeps_serving(cluster: Cluster) -> N
             link.add(AddPod("uid-x", "default", "x", (SLEEP,)), f.fileno())
         link.sock.send(b'{"type":"add","uid":"u"}')
         assert b"expects 1 netns fd" in link.sock.recv(1000)
+        fd = os.open(cluster.node.netns_path("sleep"), os.O_RDONLY)
+        try:
+            with pytest.raises(EnrolmentRefused, match="IPv6 address; in-pod capture is IPv4-only"):
+                link.add(AddPod("uid-6", "default", "sleep", (SLEEP, "fd00::11")), fd)
+        finally:
+            os.close(fd)
         link.sock.send(b'{"type":"hello"}')
         assert b"unknown message type" in link.sock.recv(1000)
     finally:

@@ -6,6 +6,7 @@ for the ztunnel's ack; a refused message raises EnrolmentRefused with the ztunne
 
 from __future__ import annotations
 
+import select
 import socket
 from pathlib import Path
 
@@ -49,6 +50,17 @@ class ZtunnelLink:
 
     def snapshot_sent(self) -> None:
         self._call(enrolment.SnapshotSent())
+
+    def peer_closed(self) -> bool:
+        """True once the ztunnel has closed its end (checked without blocking, between messages)."""
+        if not select.select([self.sock], [], [], 0)[0]:
+            return False
+        try:
+            return self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
 
     def close(self) -> None:
         self.sock.close()

@@ -78,6 +78,12 @@ class InpodPods:
         async with self._lock:
             loop = asyncio.get_running_loop()
             ips = tuple(ipaddress.ip_address(i) for i in msg.ips)
+            if any(ip.version == 6 for ip in ips):
+                # the pod rules are iptables (IPv4) only: an IPv6 address would leave the pod's IPv6 traffic
+                # uncaptured, so such a pod is refused (its CNI ADD fails) rather than half-captured
+                raise enrolment.EnrolmentError(
+                    f"add: pod {msg.namespace}/{msg.name} has an IPv6 address; in-pod capture is IPv4-only"
+                )
             old = self.pods.get(msg.uid)
             netns = PodNetns(fd)
             if old is not None and old.netns.inode == netns.inode and old.ips == ips:
