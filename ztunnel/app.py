@@ -541,6 +541,8 @@ class Ztunnel:
         wl = self.state.find_workload(ip)
         if wl is not None and wl.node == self.settings.node:
             return wl
+        if self.inpod is not None and self.inpod.owns(ip):
+            return None  # an enrolled pod acts only as its own workload: unknown until the state has it
         if self.settings.workload:
             ns, _, name = self.settings.workload.partition("/")
             for w in self.state.workloads.values():

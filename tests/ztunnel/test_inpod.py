@@ -42,7 +42,7 @@ STRICT = {
     "action": "Deny",
     "rules": [[[{"notPrincipals": [{"Presence": []}]}]]],
 }
-POD = {"sleep": ("default/sleep", SLEEP), "echo": ("default/echo", ECHO)}
+POD = {"sleep": ("default/sleep", SLEEP), "echo": ("default/echo", ECHO), "other": ("default/other", OTHER)}
 
 
 @dataclass
@@ -242,3 +242,17 @@ def test_enrolment_refuses_bad_messages_and_keeps_serving(cluster: Cluster) -> N
     assert "ISTIO" not in cluster.node.iptables_save("sleep")
     cluster.enrol("node-1", ["sleep"])  # the socket still serves after refusing
     cluster.zt["node-1"].wait_log("pod enrolled uid=uid-sleep")
+
+
+def test_enrolled_pod_unknown_to_the_ztunnel_never_borrows_another_identity(cluster: Cluster) -> None:
+    # "other" is node-1's workload; enrolled on node-2 (whose only local workload is echo), its captured traffic
+    # must be refused as an unknown source, never sent as echo
+    cluster.enrol("node-2", ["other"])
+    zt2 = cluster.zt["node-2"]
+    zt2.wait_log("pod enrolled uid=uid-other")
+    c = _in(cluster.node, "other", _connect((ECHO, 8080)))
+    assert closed_by_peer(c)
+    c.close()
+    zt2.wait_log(f"connection failed src.addr={OTHER}:")
+    assert 'error="unknown source workload"' in zt2.log()
+    assert "spiffe://cluster.local/ns/default/sa/echo" not in zt2.log().split("pod enrolled uid=uid-other")[1]

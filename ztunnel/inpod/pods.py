@@ -52,6 +52,7 @@ class InpodPods:
         self.pods: dict[str, EnrolledPod] = {}
         self._by_ip: dict[IPAddr, EnrolledPod] = {}
         self.rules = rules.pod_rules(
+            outbound_port=zt.settings.outbound[1] if zt.settings.outbound else rules.OUTBOUND_PORT,
             plaintext_port=zt.settings.plaintext_port,
             hbone_port=zt.settings.inbound_port,
         )
