@@ -670,7 +670,7 @@ class Ztunnel:
         elif route.hbone:
             self.spawn(self._outbound_local(held, src, source, req, labels, finish))
         else:
-            self.spawn(self._outbound_tcp(held, req.destination, labels, finish))
+            self.spawn(self._outbound_tcp(held, req.destination, labels, finish, src[0]))
 
     def _hbone_headers(self, src: tuple[IPAddr, int], source: Workload, req: Request) -> list[tuple[str, str]]:
         fwd = f'for="{_fmt(src)}"'
@@ -850,9 +850,10 @@ class Ztunnel:
         dst: tuple[IPAddr, int],
         labels: dict[str, str],
         finish: Callable[[int, int, str | None], None],
+        src_ip: IPAddr | None = None,
     ) -> None:
         try:
-            up = await self._connect_plain(dst, _ip(held.transport.get_extra_info("peername")[0]))
+            up = await self._connect_plain(dst, src_ip)
         except (OSError, TimeoutError) as e:
             self._fail_out(held.transport, labels, "CONNECT", finish, str(e))
             return

@@ -176,6 +176,17 @@ def test_inpod_capture_enrolment_probe_restart_and_removal(cluster: Cluster) -> 
     s.close()
     assert echo.peers[-1][0] == SLEEP
 
+    # a destination outside the mesh: captured, then passed through from inside sleep's netns (its IP, marked)
+    outside = node.host.run_in(lambda: Backend(f"{PREFIX}.1", 9090, "outside"))
+    try:
+        s = _in(node, "sleep", _connect((f"{PREFIX}.1", 9090)))
+        assert roundtrip(s, b"out") == b"outside:out"
+        s.close()
+        assert outside.peers[-1][0] == SLEEP
+        zt1.wait_log(f"proxying to {PREFIX}.1:9090 using TCP via {PREFIX}.1:9090 type Passthrough")
+    finally:
+        outside.close()
+
     # an unenrolled pod is untouched: no rules; its plaintext reaches echo's 15006, where STRICT refuses it
     assert "ISTIO" not in node.iptables_save("other")
     p = _in(node, "other", _connect((ECHO, 8080)))
