@@ -267,3 +267,8 @@ def test_enrolled_pod_unknown_to_the_ztunnel_never_borrows_another_identity(clus
     zt2.wait_log(f"connection failed src.addr={OTHER}:")
     assert 'error="unknown source workload"' in zt2.log()
     assert "spiffe://cluster.local/ns/default/sa/echo" not in zt2.log().split("pod enrolled uid=uid-other")[1]
+    # ... nor does its 15008 answer with echo's certificate
+    c = _in(cluster.node, "host", _connect((OTHER, 15008)))
+    assert closed_by_peer(c)
+    c.close()
+    zt2.wait_log(f"inbound HBONE to {OTHER} refused: no workload or certificate for this pod's identity")

@@ -123,7 +123,7 @@ class InpodPods:
         for port, factory in (
             (outbound_port, zt._captured_factory),
             (s.plaintext_port, functools.partial(zt._plaintext_factory, ip)),
-            (s.inbound_port, functools.partial(zt._hbone_factory, ip)),
+            (s.inbound_port, functools.partial(self._hbone_factory, ip)),
         ):
             sock = pod.netns.listener(port, family=socket.AF_INET6 if ip.version == 6 else socket.AF_INET)
             pod.servers.append(await loop.create_server(factory, sock=sock))
@@ -135,6 +135,15 @@ class InpodPods:
             s.plaintext_port,
             s.inbound_port,
         )
+
+    def _hbone_factory(self, ip: IPAddr) -> asyncio.BaseProtocol:
+        """The pod's 15008 serves only under the pod's own identity: with no workload known for its IP, or no
+        certificate for that identity, the connection is refused rather than answered with another one's."""
+        wl = self.zt.state.find_workload(ip)
+        if wl is None or self.zt.server_ctx(wl.identity)[1] != wl.identity:
+            log.warning("inbound HBONE to %s refused: no workload or certificate for this pod's identity", ip)
+            return _Refused()
+        return self.zt._hbone_factory(ip)  # type: ignore[no-any-return]
 
     async def delete(self, uid: str, fd: int | None = None) -> None:
         async with self._lock:
@@ -175,6 +184,11 @@ class InpodPods:
             pod.netns.close()
         self.pods.clear()
         self._by_ip.clear()
+
+
+class _Refused(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.abort()  # type: ignore[attr-defined]
 
 
 # ---------------------------------------------------------------------- the enrolment socket
