@@ -34,6 +34,7 @@ from ztunnel.errors import ConfigError, Denied, MissingCertificate, ProxyError, 
 from ztunnel.hbone import HboneConnection, HttpStatusError, StreamCtx
 from ztunnel.identity import Identity
 from ztunnel.inbound import check_rbac, decide_connect, decide_plaintext
+from ztunnel.inpod.pods import EnrolmentServer, InpodPods
 from ztunnel.lb import LoadBalancers
 from ztunnel.outbound import Pick, Plan, Request, RequestType, plan_request
 from ztunnel.pool import HbonePool, PoolKey
@@ -329,6 +330,8 @@ class Ztunnel:
         self._load_certs(self.settings)
         self._mtime = self._config_mtime()
         self.started = 0.0
+        self.inpod: InpodPods | None = None  # in-pod mode: enrolled pods' netns, rules, listeners
+        self._enrolment: EnrolmentServer | None = None
 
     # --------------------------------------------------------------------------- certificates
     def _load_certs(self, s: ProxySettings) -> None:
@@ -430,6 +433,10 @@ class Ztunnel:
             if addr:
                 self._servers.append(await serve_http(addr[0], addr[1], handler))
         self._static_addrs = frozenset(addrs)
+        if s.inpod_socket is not None:
+            self.inpod = InpodPods(self)
+            self._enrolment = EnrolmentServer(s.inpod_socket, self.inpod)
+            await self._enrolment.start()
         await self._sync_inbound_listeners()
         if self.config_path is not None:
             self.spawn(self._watch_config())
@@ -451,10 +458,15 @@ class Ztunnel:
             live.close()
         if self.ca is not None:
             await self.ca.close()
+        if self._enrolment is not None:
+            self._enrolment.close()
+        if self.inpod is not None:
+            self.inpod.close()
 
     async def _sync_inbound_listeners(self) -> None:
         loop = asyncio.get_running_loop()
-        want = {ip for w in self.local_workloads() for ip in w.ips}
+        inpod_ips = self.inpod.ips() if self.inpod is not None else set()
+        want = {ip for w in self.local_workloads() for ip in w.ips} - inpod_ips  # enrolled pods: in their netns
         for ip in list(self._inbound):
             if ip not in want:
                 for srv in self._inbound.pop(ip):
@@ -474,7 +486,7 @@ class Ztunnel:
                 log.error("cannot listen on %s: %s", ip, e)
             self._inbound[ip] = servers
         addrs = set(self._static_addrs)
-        for ip in self._inbound:
+        for ip in [*self._inbound, *inpod_ips]:
             addrs.add((ip, self.settings.inbound_port))
             addrs.add((ip, self.settings.plaintext_port))
         self._listener_addrs = frozenset(addrs)
@@ -588,6 +600,8 @@ class Ztunnel:
         wl = self.state.find_workload(ip)
         if wl is not None and wl.node == self.settings.node:
             return wl
+        if self.inpod is not None and self.inpod.owns(ip):
+            return None  # an enrolled pod acts only as its own workload: unknown until the state has it
         if self.settings.workload:
             ns, _, name = self.settings.workload.partition("/")
             for w in self.state.workloads.values():
@@ -715,7 +729,7 @@ class Ztunnel:
         elif route.hbone:
             self.spawn(self._outbound_local(held, src, source, req, labels, finish))
         else:
-            self.spawn(self._outbound_tcp(held, req.destination, labels, finish))
+            self.spawn(self._outbound_tcp(held, req.destination, labels, finish, src[0]))
 
     def _hbone_headers(self, src: tuple[IPAddr, int], source: Workload, req: Request) -> list[tuple[str, str]]:
         fwd = f'for="{_fmt(src)}"'
@@ -745,11 +759,17 @@ class Ztunnel:
             keepalive=(self.settings.keepalive_interval, self.settings.keepalive_timeout),
             peer=_fmt((ip, port)),
         )
+        pod_sock = self.inpod.socket_for(src_ip) if self.inpod is not None else None
         try:
-            await asyncio.wait_for(
-                loop.create_connection(lambda: conn.pump, str(ip), port, local_addr=(str(src_ip), 0)),
-                self.settings.connect_timeout,
-            )
+            if pod_sock is not None:  # in-pod: dial from inside the source pod's netns, marked
+                await asyncio.wait_for(
+                    self._connect_sock(pod_sock, (ip, port), lambda: conn.pump), self.settings.connect_timeout
+                )
+            else:
+                await asyncio.wait_for(
+                    loop.create_connection(lambda: conn.pump, str(ip), port, local_addr=(str(src_ip), 0)),
+                    self.settings.connect_timeout,
+                )
             await asyncio.wait_for(asyncio.shield(conn.ready), self.settings.handshake_timeout)
         except TimeoutError:
             conn.close()
@@ -829,7 +849,34 @@ class Ztunnel:
         self.metrics.conn_failed({**labels, "response_flags": flag})
         finish(0, 0, error)
 
-    async def _connect_plain(self, dst: tuple[IPAddr, int]) -> _Held:
+    async def _connect_sock(self, sock: socket.socket, dst: tuple[IPAddr, int], factory: Callable[[], Any]) -> Any:
+        """Connect a socket made in a pod's netns, then hand it to the event loop like any other."""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.sock_connect(sock, (str(dst[0]), dst[1]))
+            _t, proto = await loop.create_connection(factory, sock=sock)
+        except BaseException:
+            sock.close()
+            raise
+        return proto
+
+    def _pod_socket(self, dst: IPAddr, src: IPAddr | None) -> socket.socket | None:
+        """In-pod mode: to an enrolled pod, from inside its netns with the client's IP as source (the app sees
+        who called); from an enrolled pod, from inside the source pod's netns. Else None: a plain socket here."""
+        if self.inpod is None:
+            return None
+        if src is not None and self.inpod.owns(dst):
+            sock = self.inpod.socket_for(dst, transparent=True)
+            if sock is not None and src != dst:
+                try:
+                    sock.bind((str(src), 0))
+                except OSError:
+                    sock.close()
+                    raise
+            return sock
+        return self.inpod.socket_for(src) if src is not None else None
+
+    async def _connect_plain(self, dst: tuple[IPAddr, int], src: IPAddr | None = None) -> _Held:
         """Connect with the connect timeout (TimeoutError), as `asyncio.timeout` would, with less per-call work."""
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
@@ -843,7 +890,11 @@ class Ztunnel:
 
         timer = loop.call_later(self.settings.connect_timeout, expire)
         try:
-            _t, held = await loop.create_connection(_Held, str(dst[0]), dst[1])
+            pod_sock = self._pod_socket(dst[0], src)
+            if pod_sock is not None:
+                held = await self._connect_sock(pod_sock, dst, _Held)
+            else:
+                _t, held = await loop.create_connection(_Held, str(dst[0]), dst[1])
         except asyncio.CancelledError:
             if expired and task.uncancel() == 0:
                 raise TimeoutError from None
@@ -858,9 +909,10 @@ class Ztunnel:
         dst: tuple[IPAddr, int],
         labels: dict[str, str],
         finish: Callable[[int, int, str | None], None],
+        src_ip: IPAddr | None = None,
     ) -> None:
         try:
-            up = await self._connect_plain(dst)
+            up = await self._connect_plain(dst, src_ip)
         except (OSError, TimeoutError) as e:
             self._fail_out(held.transport, labels, "CONNECT", finish, str(e))
             return
@@ -893,7 +945,7 @@ class Ztunnel:
             self._fail_out(held.transport, labels, e.flag, finish, str(e))
             return
         try:
-            up = await self._connect_plain(dec.upstream)
+            up = await self._connect_plain(dec.upstream, src[0])
         except (OSError, TimeoutError) as e:
             self._fail_out(held.transport, labels, "CONNECT", finish, str(e))
             return
@@ -1047,7 +1099,7 @@ class Ztunnel:
             service=svc,
         )
         try:
-            up = await self._connect_plain(dec.upstream)
+            up = await self._connect_plain(dec.upstream, src[0])
         except (OSError, TimeoutError) as e:
             log_in.warning(
                 'connection failed src.addr=%s dst.addr=%s direction="inbound" error="%s"',
@@ -1194,7 +1246,7 @@ class Ztunnel:
             mtls=False,
         )
         try:
-            up = await self._connect_plain(dst)
+            up = await self._connect_plain(dst, src[0])
         except (OSError, TimeoutError):
             self.metrics.conn_failed({**labels, "response_flags": "CONNECT"})
             held.transport.abort()
