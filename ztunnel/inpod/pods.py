@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ztunnel.errors import MissingCertificate
 from ztunnel.inpod import enrolment, rules
 from ztunnel.inpod.netns import NetnsError, PodNetns
 
@@ -140,7 +141,11 @@ class InpodPods:
         """The pod's 15008 serves only under the pod's own identity: with no workload known for its IP, or no
         certificate for that identity, the connection is refused rather than answered with another one's."""
         wl = self.zt.state.find_workload(ip)
-        if wl is None or self.zt.server_ctx(wl.identity)[1] != wl.identity:
+        try:
+            own = wl is not None and self.zt.server_ctx(wl.identity)[1] == wl.identity
+        except MissingCertificate:
+            own = False
+        if not own:
             log.warning("inbound HBONE to %s refused: no workload or certificate for this pod's identity", ip)
             return _Refused()
         return self.zt._hbone_factory(ip)  # type: ignore[no-any-return]
