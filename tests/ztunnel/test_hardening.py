@@ -420,3 +420,20 @@ def test_socks5_handshakes_that_stall_are_closed(
     assert closed == 300
     assert usage.fds[2] <= usage.fds[0], usage
     m.node_a.wait_log("socks5: handshake timed out")
+
+
+def test_hbone_connections_that_never_send_the_preface_are_closed(
+    tmp_path: Path, procs: list[ZtunnelProc], backends: list[Backend]
+) -> None:
+    m, cert = _mesh(tmp_path, "127.0.149", procs, backends)
+    root = tmp_path / "certs" / "root.crt"
+    assert m.node_b is not None
+    with under_attack(m, m.node_b) as (usage, by):
+        silent = [Attacker(m, cert, root, settings=False) for _ in range(50)]  # TLS done, then nothing
+        closed = sum(a.closed_by_server(timeout=20) for a in silent)  # handshakeTimeout is 2 s in these tests
+        for a in silent:
+            a.close()
+    _served(by)
+    assert closed == 50
+    assert usage.fds[2] <= usage.fds[0], usage
+    m.node_b.wait_log("http2 preface timed out")
