@@ -28,7 +28,7 @@ from prometheus_client import generate_latest
 
 from ztunnel import tls
 from ztunnel.admin import serve_http
-from ztunnel.config import LoadedConfig, ProxySettings, load_config
+from ztunnel.config import LoadedConfig, ProxySettings, load_config, settings_from_flags
 from ztunnel.errors import ConfigError, Denied, ProxyError, UnknownSource
 from ztunnel.hbone import HboneConnection, HttpStatusError, StreamCtx
 from ztunnel.identity import Identity
@@ -309,6 +309,12 @@ class Ztunnel:
 
     # --------------------------------------------------------------------------- certificates
     def _load_certs(self, s: ProxySettings) -> None:
+        if self.config_path is None and s.root_cert is None and not s.certificates:
+            # Started from flags alone (settings_from_flags): Ready, configured over xDS, but with no
+            # identity it refuses HBONE (no inbound listeners, no dialing) instead of borrowing one.
+            log.warning("no certificates: HBONE is refused until this ztunnel has an identity")
+            self._certs = {}
+            return
         if s.root_cert is None or not s.certificates:
             raise ConfigError(
                 str(self.config_path or "config"),
@@ -331,6 +337,8 @@ class Ztunnel:
         self._server_ctx.clear()
 
     def _cert_for(self, ident: Identity | None) -> tls.WorkloadCert:
+        if not self._certs:
+            raise ConfigError("(command line)", "proxy.certificates", "no certificate: HBONE refused")
         if ident is not None and ident in self._certs:
             return self._certs[ident]
         return next(iter(self._certs.values()))
@@ -406,7 +414,8 @@ class Ztunnel:
 
     async def _sync_inbound_listeners(self) -> None:
         loop = asyncio.get_running_loop()
-        want = {ip for w in self.local_workloads() for ip in w.ips}
+        # Without a certificate there is no identity to terminate HBONE with: no inbound listeners at all.
+        want = {ip for w in self.local_workloads() for ip in w.ips} if self._certs else set()
         for ip in list(self._inbound):
             if ip not in want:
                 for srv in self._inbound.pop(ip):
@@ -1339,8 +1348,11 @@ async def run(config: Path | None, xds: str | None, *, impl_name: str = "cython"
     import signal
 
     if config is None:
-        raise ConfigError("(command line)", "--config", "a config file with the proxy section is required")
-    loaded = load_config(config)
+        if xds is None:
+            raise ConfigError("(command line)", "--xds", "--xds is required without --config")
+        loaded = settings_from_flags(xds=xds, node=os.environ.get("NODE_NAME", ""))
+    else:
+        loaded = load_config(config)
     tune_malloc()
     impl: Any
     if impl_name == "python":
