@@ -4,7 +4,7 @@ The test process's own network namespace and the machine's root one are compared
 addresses, routes, iptables-save, nft ruleset); machine-wide tables that other test runs on a shared
 machine change concurrently (mounts, network namespaces, processes) are compared restricted to what a
 node creates: mounts under its directories or of pod network namespaces, `cni-*`/node namespaces,
-processes of the node's binaries, kubepods cgroups, and the sysctls and paths it may touch.
+processes naming the node's directories (and containers' shims and pause), kubepods cgroups, and the sysctls and paths it may touch.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import subprocess
 from pathlib import Path
 
 from tests.node.hostns import NODE_NETNS, HostNamespaces
-from tests.node.node import CONTAINERD_ROOT, FOREIGN_PATHS, KUBELET_SYSCTLS, NODE_BINARIES, RUN_DIR
+from tests.node.node import CONTAINERD_ROOT, FOREIGN_PATHS, KUBELET_SYSCTLS, RUN_DIR
 
-NODE_PROCESS_NAMES = (*NODE_BINARIES, "containerd", "containerd-shim-runc-v2", "pause", "runc")
+CONTAINER_PROCESS_NAMES = ("containerd-shim", "containerd-shim-runc-v2", "pause", "runc")
 
 
 def _out(argv: list[str]) -> str:
@@ -52,14 +52,18 @@ def snapshot(ns: HostNamespaces) -> dict[str, object]:
     state["mounts"] = sorted(line.split()[4] for line in mounts if line.split()[4].startswith(ours))
     state["netns"] = sorted(p.name for p in Path(ns.root + "/run/netns").glob("*")
                             if p.name.startswith(("cni-", NODE_NETNS)))
+    # Processes of a node: every one names our directories in its arguments, except containers themselves.
     processes = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
+                if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                    continue  # exited, holding nothing but a PID until its reaper (the machine's init) runs
                 name = (entry / "comm").read_text().strip()
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue
-            if name in NODE_PROCESS_NAMES or name.startswith("kube-"):
+            if str(RUN_DIR) in cmdline or name in CONTAINER_PROCESS_NAMES:
                 processes.append(name)
     state["processes"] = sorted(processes)
     cgroups = Path(ns.root + "/sys/fs/cgroup")

@@ -70,6 +70,7 @@ KUBELET_SYSCTLS = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops
 # Paths outside our directories that containerd, the kubelet or CNI create on first use.
 FOREIGN_PATHS = ("/var/log/containers", "/var/log/pods", "/var/lib/cni", "/run/containerd", "/opt/containerd")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+_active = False  # a node of this process is between start() and stop()
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,11 @@ class TestNode:
 
     def start(self) -> None:
         started = time.monotonic()
+        global _active
+        if _active:
+            # flock is per open file: a second node in this process would wait for itself forever.
+            raise RuntimeError("a test node is already running in this process")
+        _active = True
         LOCK_PATH.parent.mkdir(parents=True, exist_ok=True)
         self._lock_fd = os.open(LOCK_PATH, os.O_RDWR | os.O_CREAT, 0o644)
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
@@ -173,9 +179,11 @@ class TestNode:
         self.timings["ready"] = time.monotonic() - started
 
     def stop(self) -> None:
+        global _active
         try:
             self.clean_leftovers()
         finally:
+            _active = False
             if self.relay is not None:
                 self.relay.close()
             self.ns.close()
@@ -224,7 +232,8 @@ class TestNode:
     def _kill_pods_and_shims(self) -> None:
         """Containers (everything in the kubepods cgroups) and the containerd shims serving our socket."""
         address = str(RUN_DIR / "containerd.sock")
-        for _ in range(3):
+        deadline = time.monotonic() + 30
+        while True:
             victims: set[int] = set()
             for procs in self._kubepods_dirs("cgroup.procs"):
                 with contextlib.suppress(OSError):
@@ -238,12 +247,16 @@ class TestNode:
                     continue
                 if cmdline and cmdline[0].endswith(b"containerd-shim-runc-v2") and address.encode() in cmdline:
                     victims.add(int(entry.name))
+            victims = {pid for pid in victims if not _is_zombie(pid)}
             if not victims:
                 return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"node processes survive SIGKILL: {sorted(victims)}")
             for pid in victims:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
-            time.sleep(0.5)
+            # Until they are gone from /proc (reaped), not just signalled.
+            time.sleep(0.2)
 
     def _unmount_ours(self) -> None:
         prefixes = (str(RUN_DIR) + "/", str(CONTAINERD_ROOT) + "/", "/run/netns/cni-", "/var/run/netns/cni-",
@@ -612,7 +625,13 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
 
     def install_crds(self) -> None:
         self.kubectl("apply", "--server-side", "-f", str(GATEWAY_API_CRDS), "-f", str(ISTIO_CRDS))
-        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+        # `kubectl wait` fails outright on a CRD whose status is not written yet, so poll instead.
+        def established() -> bool:
+            return all(any(c.get("type") == "Established" and c.get("status") == "True"
+                           for c in (crd.get("status") or {}).get("conditions") or ())
+                       for crd in self.get_json("crd")["items"])
+
+        self.wait_for("CRDs Established", established, timeout=60, interval=0.2)
 
     # -- kubectl -----------------------------------------------------------------------------------
 
@@ -643,6 +662,15 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
                 return last
             time.sleep(interval)
         raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+def _is_zombie(pid: int) -> bool:
+    """Exited, waiting for its reaper (orphans: the machine's init), holding nothing but a PID."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
 
 
 def now() -> str:
