@@ -4,7 +4,8 @@ The test process's own network namespace and the machine's root one are compared
 addresses, routes, iptables-save, nft ruleset); machine-wide tables that other test runs on a shared
 machine change concurrently (mounts, network namespaces, processes) are compared restricted to what a
 node creates: mounts under its directories or of pod network namespaces, `cni-*`/node namespaces,
-processes naming the node's directories (and containers' shims and pause), kubepods cgroups, and the sysctls and paths it may touch.
+processes naming the node's directories (and containers' shims and pause), kubepods cgroups, and the
+sysctls and paths it may touch.
 """
 
 from __future__ import annotations
