@@ -38,8 +38,8 @@ def main() -> int:
     try:
         node.start()
         step(f"node Ready in {node.timings['ready']:.1f}s")
-        step("kubectl apply -k deploy/")
-        node.kubectl("apply", "-k", str(ROOT / "deploy"))
+        step("kubectl apply -f deploy/")
+        node.kubectl("apply", "-f", str(ROOT / "deploy"))
         for kind, name in (("deployment", "pyambient-controller"), ("daemonset", "ztunnel")):
             node.kubectl("rollout", "status", f"{kind}/{name}", "-n", "istio-system", "--timeout=300s", timeout=320)
             step(f"{kind}/{name} Ready")

@@ -110,7 +110,7 @@ def _rollout(node: TestNode, kind: str, name: str) -> None:
 
 @pytest.fixture(scope="module")
 def deployed(test_node: TestNode) -> TestNode:
-    test_node.kubectl("apply", "-k", str(DEPLOY))
+    test_node.kubectl("apply", "-f", str(DEPLOY))
     _rollout(test_node, "deployment", "pyambient-controller")
     _rollout(test_node, "daemonset", "ztunnel")
     return test_node
