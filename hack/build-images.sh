@@ -107,7 +107,7 @@ build_pyambient() {
     mkdir -p "$work/src" "$work/opt/site-packages" "$work/bin"
     project_files | tar --null --ignore-failed-read -T - -cf - 2>/dev/null | tar -C "$work/src" -xf -
     # --target: a plain directory for the image's own python3 (same 3.11 ABI as the venv's python).
-    "$PYTHON" -m pip install --quiet --no-cache-dir --no-warn-script-location \
+    "$PYTHON" -m pip install --quiet --no-warn-script-location \
         --target "$work/opt/site-packages" "$work/src"
     rm -rf "$work/opt/site-packages/bin"
     cat >"$work/bin/pyambient" <<'SH'

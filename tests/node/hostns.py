@@ -16,7 +16,6 @@ import socket
 import subprocess
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import TypeVar
 
 NODE_NETNS = "pyambient-node"
@@ -119,6 +118,3 @@ def enter_netns(path: str) -> None:
     finally:
         os.close(fd)
 
-
-def path_exists_on_host(ns: HostNamespaces, path: str) -> bool:
-    return Path(f"{ns.root}{path}").exists()

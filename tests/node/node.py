@@ -47,7 +47,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tests.kube.cluster import BIN_DIR, CACHE_DIR, GATEWAY_API_CRDS, ISTIO_CRDS, ROOT, _certificate, _pem_key
+from tests.kube.cluster import BIN_DIR, CACHE_DIR, GATEWAY_API_CRDS, ISTIO_CRDS, _certificate, _pem_key
 from tests.node.hostns import NODE_NETNS, HostNamespaces
 from tests.node.relay import NetnsRelay
 
@@ -206,8 +206,11 @@ class TestNode:
         """Stops everything of a node (this one, or a crashed run's) and gives back the host state."""
         pids_dir = RUN_DIR / "pids"
         for pid_file in sorted(pids_dir.glob("*")) if pids_dir.is_dir() else ():
-            with contextlib.suppress(ValueError, ProcessLookupError, PermissionError):
-                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+            with contextlib.suppress(ValueError, OSError):
+                pid = int(pid_file.read_text())
+                # A crashed run's PID may have been reused: only a process naming our directory is ours.
+                if str(RUN_DIR).encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    os.kill(pid, signal.SIGKILL)
         for proc in self._procs.values():
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(10)
@@ -676,5 +679,3 @@ def _is_zombie(pid: int) -> bool:
 def now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%H:%M:%S")
 
-
-__all__ = ["ROOT", "TestNode", "NODE_IP", "NODE_NAME", "now"]
