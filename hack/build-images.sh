@@ -93,8 +93,9 @@ build_base() {
 # The project's inputs: the files of this checkout that go into its wheel (tracked, and new files not
 # ignored), so a change to tests or docs does not rebuild the image.
 cd "$root"
-PROJECT_FILES=(pyproject.toml setup.py README.md pyambient waypoint ztunnel xds _core)
-project_files() { git ls-files -z --cached --others --exclude-standard -- "${PROJECT_FILES[@]}"; }
+# README.md is copied (the wheel's long description) but not hashed: a docs edit changes no code.
+PROJECT_FILES=(pyproject.toml setup.py pyambient waypoint ztunnel xds _core)
+project_files() { git ls-files -z --cached --others --exclude-standard -- "${PROJECT_FILES[@]}" "$@"; }
 project_key=$( { echo "$base_key $RECIPE_VERSION"; "$PYTHON" -c 'import sys; print(sys.version)';
     project_files | sort -z | xargs -0 sha256sum 2>/dev/null; } | sha256sum | cut -c1-16)
 pyambient_tar="$IMAGE_DIR/pyambient-$project_key.tar"
@@ -105,7 +106,7 @@ unpack_base() {
 }
 build_pyambient() {
     mkdir -p "$work/src" "$work/opt/site-packages" "$work/bin"
-    project_files | tar --null --ignore-failed-read -T - -cf - 2>/dev/null | tar -C "$work/src" -xf -
+    project_files README.md | tar --null --ignore-failed-read -T - -cf - 2>/dev/null | tar -C "$work/src" -xf -
     # --target: a plain directory for the image's own python3 (same 3.11 ABI as the venv's python).
     "$PYTHON" -m pip install --quiet --no-warn-script-location \
         --target "$work/opt/site-packages" "$work/src"
