@@ -121,6 +121,8 @@ def test_deploy_brings_up_the_controller_and_the_ztunnel_daemonset(deployed: Tes
         pods = _ready_pods(deployed, "istio-system", selector)
         assert len(pods) == 1, selector
         assert pods[0]["spec"]["nodeName"] == NODE_NAME
+    controller_logs = deployed.kubectl("logs", "-n", "istio-system", "deploy/pyambient-controller").stdout
+    assert "forbidden" not in controller_logs.lower(), controller_logs  # deploy/'s RBAC covers every watch
     ztunnel = _ready_pods(deployed, "istio-system", "app=ztunnel")[0]["metadata"]["name"]
     logs = deployed.kubectl("logs", "-n", "istio-system", ztunnel).stdout
     # From the manifest's arguments alone: the node name from the downward API, no certificate, no HBONE.
