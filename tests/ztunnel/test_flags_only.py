@@ -10,7 +10,7 @@ import pytest
 import _core
 from ztunnel.app import Ztunnel
 from ztunnel.config import settings_from_flags
-from ztunnel.errors import ConfigError
+from ztunnel.errors import ConfigError, MissingCertificate
 from ztunnel.identity import Identity
 
 
@@ -33,9 +33,9 @@ def test_flags_give_the_daemonset_settings() -> None:
 ])
 def test_without_a_certificate_hbone_is_refused(identity: Identity | None) -> None:
     zt = Ztunnel(settings_from_flags(xds="127.0.0.1:15010", node="node-a"), impl=_core)
-    with pytest.raises(ConfigError, match="no certificate: HBONE refused"):
+    with pytest.raises(MissingCertificate, match="not proxying under another identity"):
         zt.client_ctx(identity)
-    with pytest.raises(ConfigError, match="no certificate: HBONE refused"):
+    with pytest.raises(MissingCertificate, match="not proxying under another identity"):
         zt.server_ctx(identity)
 
 
