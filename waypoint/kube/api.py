@@ -60,11 +60,12 @@ HTTP_ROUTES = Resource("HTTPRoute", "gateway.networking.k8s.io/v1", "httproutes"
 AUTHORIZATION_POLICIES = Resource(
     "AuthorizationPolicy", "security.istio.io/v1", "authorizationpolicies", True
 )
+PEER_AUTHENTICATIONS = Resource("PeerAuthentication", "security.istio.io/v1", "peerauthentications", True)
 
 RESOURCES_BY_KIND: Mapping[str, Resource] = {
     r.kind: r
     for r in (NAMESPACES, SERVICES, PODS, SERVICE_ACCOUNTS, ENDPOINT_SLICES, DEPLOYMENTS, GATEWAY_CLASSES,
-              GATEWAYS, HTTP_ROUTES, AUTHORIZATION_POLICIES)
+              GATEWAYS, HTTP_ROUTES, AUTHORIZATION_POLICIES, PEER_AUTHENTICATIONS)
 }
 
 
