@@ -88,7 +88,7 @@ def workload_resource(mesh: Mesh, workload: Workload) -> tuple[str, Address]:
     policies = [
         p.key
         for p in mesh.policies
-        if _selected_by(mesh, p, workload) and ztunnel_authz.authorization(mesh, p) is not None
+        if _selected_by(mesh, p, workload) and ztunnel_authz.enforced_by_ztunnels(p)
     ]
     policies += peer_authentication.workload_policy_keys(mesh, workload, mesh.root_namespace)
     return uid, Address(

@@ -3,12 +3,14 @@ ztunnel policy attaches to, and the status conditions both modes derive from the
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
 
 from tests.harness.meshes import ambient_namespace, pod, service, waypoint
 from xds import resources
+from xds.controlplane import ControlPlane
 from xds.mesh.model import PolicyAction
 from xds.mesh.objects import mesh_from_objects
 from xds.mesh.policy_status import WAYPOINT_ACCEPTED, ZTUNNEL_ACCEPTED
@@ -339,3 +341,16 @@ def test_status_conditions(
     name: str, objs: list[dict[str, Any]], key: str, expected: list[tuple[str, bool, str, str]]
 ) -> None:
     assert _conditions(objs, key) == expected
+
+
+def test_local_mode_logs_conditions_once_per_change(caplog: pytest.LogCaptureFixture) -> None:
+    control = ControlPlane()
+    l7 = _policy({"selector": {"matchLabels": {"app": "x"}}, **_rule(to=[{"operation": {"paths": ["/a"]}}])})
+    with caplog.at_level(logging.INFO, logger="pyambient.controlplane"):
+        control.update(mesh_from_objects([l7]))
+        control.update(mesh_from_objects([l7]))
+        control.update(mesh_from_objects([_policy({"selector": {"matchLabels": {"app": "x"}}})]))
+    lines = [r.getMessage() for r in caplog.records if "AuthorizationPolicy a/p" in r.getMessage()]
+    assert len(lines) == 2, lines
+    assert "ZtunnelAccepted=True reason=UnsupportedValue" in lines[0] and "found: paths" in lines[0]
+    assert "reason=Accepted: attached to ztunnel" in lines[1]
