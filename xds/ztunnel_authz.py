@@ -44,8 +44,8 @@ def string_match(value: str) -> StringMatch:
 
 
 def _principals(values: tuple[str, ...]) -> list[StringMatch]:
-    # ztunnel compares principals without `spiffe://`; policies usually write `<td>/ns/<ns>/sa/<sa>`.
-    return [string_match(v.removeprefix("spiffe://")) for v in values]
+    # As written (`<td>/ns/<ns>/sa/<sa>`; the parser refuses `spiffe://`): ztunnel strips the scheme itself.
+    return [string_match(v) for v in values]
 
 
 def _addresses(values: tuple[str, ...]) -> list[AuthzAddress]:

@@ -113,7 +113,6 @@ SLEEP_ID = "cluster.local/ns/clients/sa/sleep"
 # Fields both enforcement points see (L4).
 L4_FIELDS: list[tuple[str, dict[str, Any], Req, Req]] = [
     ("principals", _src(principals=[SLEEP_ID]), SLEEP, NOTSLEEP),
-    ("principals_spiffe_form", _src(principals=["spiffe://" + SLEEP_ID]), SLEEP, NOTSLEEP),
     ("principals_prefix_wildcard", _src(principals=["cluster.local/ns/clients/*"]), NOTSLEEP, OTHER_NS),
     ("principals_suffix_wildcard", _src(principals=["*/sa/notsleep"]), NOTSLEEP, SLEEP),
     ("notPrincipals", _src(notPrincipals=[SLEEP_ID]), NOTSLEEP, SLEEP),

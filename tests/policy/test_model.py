@@ -78,6 +78,16 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
         "spec.rules[0].from[0].source.principals[0]",
     ),
     (
+        "principal_with_spiffe_scheme",
+        _rule(**{"from": [{"source": {"notPrincipals": ["spiffe://cluster.local/ns/a/sa/b"]}}]}),
+        "spec.rules[0].from[0].source.notPrincipals[0]",
+    ),
+    (
+        "when_principal_with_spiffe_scheme",
+        _rule(when=[{"key": "source.principal", "values": ["spiffe://cluster.local/ns/a/sa/b"]}]),
+        "spec.rules[0].when[0].values[0]",
+    ),
+    (
         "invalid_ipBlock",
         _rule(**{"from": [{"source": {"ipBlocks": ["10.1.0.0/33"]}}]}),
         "spec.rules[0].from[0].source.ipBlocks[0]",

@@ -122,7 +122,7 @@ def string_matcher(value: str, *, prefix: str = "", ignore_case: bool = False) -
 
 
 def _spiffe(value: str) -> StringMatcher:
-    return string_matcher(value.removeprefix("spiffe://"), prefix="spiffe://")
+    return string_matcher(value, prefix="spiffe://")  # the parser refuses values written with the scheme
 
 
 def _namespace_regex(value: str) -> StringMatcher:

@@ -365,6 +365,16 @@ def _policy_values(value: Any, field: str) -> tuple[str, ...]:
     return values
 
 
+def _principal_values(value: Any, field: str) -> tuple[str, ...]:
+    """Principals are `<trust domain>/ns/<ns>/sa/<sa>`: Istio prepends `spiffe://` itself, so a value written
+    with it would silently match nobody there; refused instead."""
+    values = _policy_values(value, field)
+    for i, v in enumerate(values):
+        if v.startswith("spiffe://"):
+            raise InvalidField(f"{field}[{i}]", f"write principals without the spiffe:// scheme, got {v!r}")
+    return values
+
+
 def _ip_blocks(value: Any, field: str) -> tuple[str, ...]:
     """IPs or CIDRs (host bits may be set, as Go's netip.ParsePrefix allows)."""
     values = _policy_values(value, field)
@@ -409,8 +419,8 @@ def _source(raw: Any, field: str) -> Source:
     base = f"{field}.source"
     src = _known_keys(entry["source"], base, _SOURCE_FIELDS)
     return Source(
-        principals=_policy_values(src.get("principals"), f"{base}.principals"),
-        not_principals=_policy_values(src.get("notPrincipals"), f"{base}.notPrincipals"),
+        principals=_principal_values(src.get("principals"), f"{base}.principals"),
+        not_principals=_principal_values(src.get("notPrincipals"), f"{base}.notPrincipals"),
         request_principals=_policy_values(src.get("requestPrincipals"), f"{base}.requestPrincipals"),
         not_request_principals=_policy_values(src.get("notRequestPrincipals"), f"{base}.notRequestPrincipals"),
         namespaces=_policy_values(src.get("namespaces"), f"{base}.namespaces"),
@@ -457,6 +467,8 @@ def _condition(raw: Any, field: str) -> Condition:
     if not _condition_key_valid(key):
         raise InvalidField(f"{field}.key", f"unknown attribute {key!r}")
     checker = _ip_blocks if key in ("source.ip", "remote.ip", "destination.ip") else _policy_values
+    if key == "source.principal":
+        checker = _principal_values
     values = checker(entry.get("values"), f"{field}.values")
     not_values = checker(entry.get("notValues"), f"{field}.notValues")
     if key == "destination.port":
