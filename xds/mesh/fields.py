@@ -210,8 +210,6 @@ FIELD_TABLE: Mapping[str, tuple[Field, ...]] = {
                     "notIpBlocks",
                     "remoteIpBlocks",
                     "notRemoteIpBlocks",
-                    "serviceAccounts",
-                    "notServiceAccounts",
                 )
             ),
             *(
