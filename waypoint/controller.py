@@ -22,6 +22,7 @@ from waypoint.kube.api import (
     HTTP_ROUTES,
     NAMESPACES,
     PODS,
+    REQUEST_AUTHENTICATIONS,
     SERVICE_ACCOUNTS,
     SERVICES,
     ApiError,
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 # What the mesh model is built from (plain dicts, as `kubectl get -o json` shows them).
 MESH_RESOURCES: tuple[Resource, ...] = (
     NAMESPACES, SERVICES, ENDPOINT_SLICES, PODS, SERVICE_ACCOUNTS, HTTP_ROUTES, AUTHORIZATION_POLICIES,
-    GATEWAYS,
+    GATEWAYS, REQUEST_AUTHENTICATIONS,
 )
 # Watched only to reconcile: a changed child or class requeues its Gateways.
 RECONCILE_ONLY_RESOURCES: tuple[Resource, ...] = (DEPLOYMENTS, GATEWAY_CLASSES)

@@ -60,11 +60,14 @@ HTTP_ROUTES = Resource("HTTPRoute", "gateway.networking.k8s.io/v1", "httproutes"
 AUTHORIZATION_POLICIES = Resource(
     "AuthorizationPolicy", "security.istio.io/v1", "authorizationpolicies", True
 )
+REQUEST_AUTHENTICATIONS = Resource(
+    "RequestAuthentication", "security.istio.io/v1", "requestauthentications", True
+)
 
 RESOURCES_BY_KIND: Mapping[str, Resource] = {
     r.kind: r
     for r in (NAMESPACES, SERVICES, PODS, SERVICE_ACCOUNTS, ENDPOINT_SLICES, DEPLOYMENTS, GATEWAY_CLASSES,
-              GATEWAYS, HTTP_ROUTES, AUTHORIZATION_POLICIES)
+              GATEWAYS, HTTP_ROUTES, AUTHORIZATION_POLICIES, REQUEST_AUTHENTICATIONS)
 }
 
 
