@@ -20,11 +20,13 @@ build: install
 
 # Debian tools the ztunnel tests and benchmarks drive: iptables (capture in network namespaces),
 # iproute2 (`ip netns`), iperf3 (throughput anchor), gcc + OpenSSL headers (the benchmarks' C load generator
-# and ceiling relays). Installed once; needs root, as CI has.
+# and ceiling relays), ca-certificates (the OS bundle https JWKS servers are checked against). Installed once;
+# needs root, as CI has.
 system-deps:
 	@command -v iptables >/dev/null && command -v iperf3 >/dev/null && command -v ip >/dev/null && \
-	  command -v gcc >/dev/null && test -f /usr/include/openssl/ssl.h || \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables iproute2 iperf3 gcc libssl-dev)
+	  command -v gcc >/dev/null && test -f /usr/include/openssl/ssl.h && test -f /etc/ssl/certs/ca-certificates.crt || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables iproute2 iperf3 gcc libssl-dev \
+	    ca-certificates)
 
 # kube-apiserver, etcd and kubectl for the `kube` tests, built once into ~/.cache/pyambient/.
 kube-tools:

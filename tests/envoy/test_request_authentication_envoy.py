@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import ssl
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -216,3 +217,20 @@ def test_jwks_uri_is_fetched_by_envoy_through_its_cluster(mesh: AuthMesh) -> Non
     assert mesh.bearer(SigningKey.rs256("remote-rs").token(claims(REMOTE_ISSUER, "bob"))).status == 401
     assert mesh.bearer(remote.token(claims(INLINE_ISSUER, "bob"))).status == 401  # right issuer, wrong key
     assert mesh.get().status == 200
+
+
+def test_https_jwks_server_not_trusted_by_the_os_bundle_fails_closed(mesh: AuthMesh, tmp_path: Path) -> None:
+    """The https cluster verifies the server (OS trust bundle + host name): a server whose certificate
+    those do not vouch for is never believed, so its keys verify nothing (401), and nothing is NACKed."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    cert, key, _ = mesh.ca.issue(spiffe_id("auth", "jwks")).write(tmp_path)
+    context.load_cert_chain(cert, key)
+    server = JwksServer(JWKS_IP, 0, jwks(mesh.remote_key), tls=context)
+    try:
+        mesh.apply([*base_mesh(), request_authentication([{"issuer": REMOTE_ISSUER, "jwksUri": server.uri}])])
+        token = mesh.remote_key.token(claims(REMOTE_ISSUER, "bob"))
+        assert mesh.bearer(token).status == 401
+        assert mesh.get().status == 200
+        assert server.fetches == 0
+    finally:
+        server.close()

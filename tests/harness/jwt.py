@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import http.server
 import json
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -89,9 +90,9 @@ def claims(issuer: str, subject: str, *, lifetime: float = 3600, **extra: Any) -
 
 
 class JwksServer:
-    """Serves one JWKS document at `/jwks` over plain HTTP on ip:port; counts the fetches."""
+    """Serves one JWKS document at `/jwks` on ip:port (HTTPS with `tls`); counts the fetches."""
 
-    def __init__(self, ip: str, port: int, document: str) -> None:
+    def __init__(self, ip: str, port: int, document: str, *, tls: ssl.SSLContext | None = None) -> None:
         self.document = document
         self.fetches = 0
         owner = self
@@ -113,7 +114,10 @@ class JwksServer:
                 pass
 
         self.server = http.server.ThreadingHTTPServer((ip, port), Handler)
-        self.uri = f"http://{ip}:{self.server.server_address[1]}/jwks"
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        scheme = "https" if tls is not None else "http"
+        self.uri = f"{scheme}://{ip}:{self.server.server_address[1]}/jwks"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:

@@ -336,7 +336,7 @@ def test_jwks_uri_gets_one_cluster_per_host_and_port() -> None:
     context = tls["transportSocket"]["typedConfig"]
     assert context["sni"] == "keys.example.com"
     validation = context["commonTlsContext"]["validationContext"]
-    assert "systemRootCerts" in validation
+    assert validation["trustedCa"] == {"filename": "/etc/ssl/certs/ca-certificates.crt"}
     assert validation["matchTypedSubjectAltNames"] == [{"sanType": "DNS", "matcher": {"exact": "keys.example.com"}}]
 
 

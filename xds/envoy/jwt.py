@@ -18,7 +18,7 @@ The filter follows Istio's rendering (`convertToEnvoyJwtConfig`):
   `request.auth.*` (keep this name: it is the contract with `xds.envoy.rbac`);
 - `jwks` inline → `local_jwks`; `jwksUri` → `remote_jwks` (cached 5 minutes) fetched by Envoy
   through a cluster added here, one per host:port (STATIC for an IP, STRICT_DNS for a name, TLS
-  checked against the system roots and the host name for https).
+  checked against the OS trust bundle and the host name for https).
 """
 
 from __future__ import annotations
@@ -49,7 +49,6 @@ from envoy_data_plane.envoy.extensions.filters.http.jwt_authn.v3 import (
 from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3 import HttpFilter
 from envoy_data_plane.envoy.extensions.transport_sockets.tls.v3 import (
     CertificateValidationContext,
-    CertificateValidationContextSystemRootCerts,
     CommonTlsContext,
     SubjectAltNameMatcher,
     SubjectAltNameMatcherSanType,
@@ -69,6 +68,10 @@ DEFAULT_SPACE_DELIMITED_CLAIMS = ("permission", "scope")
 JWKS_CACHE_DURATION = 5 * 60.0
 JWKS_CONNECT_TIMEOUT = 10.0
 ROOT_NAMESPACE = "istio-system"
+# The OS trust bundle an https JWKS server is checked against (Debian/Ubuntu's path, as Istio's proxy images
+# use). Envoy's `system_root_certs` is not implemented for TLS sockets, so the file is named; if it is missing
+# where the waypoint runs, Envoy NACKs the cluster and no token verifies (fail closed).
+SYSTEM_ROOTS = "/etc/ssl/certs/ca-certificates.crt"
 WAYPOINT_GATEWAY_CLASS = "istio-waypoint"
 
 
@@ -207,7 +210,7 @@ def jwks_cluster(uri: JwksUri) -> Cluster:
                     sni="" if ip else uri.host,
                     common_tls_context=CommonTlsContext(
                         validation_context=CertificateValidationContext(
-                            system_root_certs=CertificateValidationContextSystemRootCerts(),
+                            trusted_ca=DataSource(filename=SYSTEM_ROOTS),
                             match_typed_subject_alt_names=[san],
                         )
                     ),
