@@ -174,6 +174,12 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
         request_authentication(rules=[{**GOOD, "timeout": "0.0005s"}]),
         "spec.jwtRules[0].timeout",
     ),
+    (
+        "headers_not_a_list",
+        request_authentication(rules=[{**GOOD, "fromHeaders": {"name": "a"}}]),
+        "spec.jwtRules[0].fromHeaders",
+    ),
+    ("rules_not_a_list", request_authentication(rules={"issuer": "i"}), "spec.jwtRules"),  # type: ignore[arg-type]
     ("unknown_rule_field", request_authentication(rules=[{**GOOD, "fromBody": True}]), "spec.jwtRules[0].fromBody"),
 ]
 

@@ -372,6 +372,14 @@ def _unknown_fields(value: Mapping[str, Any], known: frozenset[str], field: str)
         raise InvalidField(f"{field}.{extra[0]}", "is not a field pyambient implements; refused rather than ignored")
 
 
+def _object_list(value: Any, field: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InvalidField(field, "must be a list")
+    return value
+
+
 def _nonempty_strings(value: Any, field: str, what: str) -> tuple[str, ...]:
     out = _strings(value, field)
     for i, v in enumerate(out):
@@ -450,7 +458,7 @@ def _parse_jwt_rule(raw: Any, field: str) -> JwtRule:
         if not isinstance(document, Mapping) or not isinstance(document.get("keys"), list) or not document["keys"]:
             raise InvalidField(f"{field}.jwks", 'jwks parse error: expected a JSON object with a non-empty "keys" list')
     headers = []
-    for i, location in enumerate(raw.get("fromHeaders") or []):
+    for i, location in enumerate(_object_list(raw.get("fromHeaders"), f"{field}.fromHeaders")):
         at = f"{field}.fromHeaders[{i}]"
         if not isinstance(location, Mapping):
             raise InvalidField(at, "location header name must be non-null")
@@ -459,7 +467,7 @@ def _parse_jwt_rule(raw: Any, field: str) -> JwtRule:
             raise InvalidField(f"{at}.name", "location header name must be non-empty string")
         headers.append(JwtHeader(_header_name(location["name"], f"{at}.name"), str(location.get("prefix") or "")))
     claims = []
-    for i, pair in enumerate(raw.get("outputClaimToHeaders") or []):
+    for i, pair in enumerate(_object_list(raw.get("outputClaimToHeaders"), f"{field}.outputClaimToHeaders")):
         at = f"{field}.outputClaimToHeaders[{i}]"
         if not isinstance(pair, Mapping):
             raise InvalidField(at, "outputClaimToHeaders must not be null")
@@ -544,9 +552,7 @@ def parse_request_authentication(obj: KubeObject, namespace: str) -> RequestAuth
         )
         for i, ref in enumerate(raw_refs)
     )
-    raw_rules = spec.get("jwtRules") or []
-    if not isinstance(raw_rules, list):
-        raise InvalidField("spec.jwtRules", "must be a list")
+    raw_rules = _object_list(spec.get("jwtRules"), "spec.jwtRules")
     return RequestAuthentication(
         namespace=namespace,
         name=_meta(obj)["name"],
