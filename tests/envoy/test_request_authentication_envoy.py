@@ -234,3 +234,43 @@ def test_https_jwks_server_not_trusted_by_the_os_bundle_fails_closed(mesh: AuthM
         assert server.fetches == 0
     finally:
         server.close()
+
+
+def allow_policy(rule: dict[str, Any], action: str = "ALLOW", name: str = "web-authz") -> Obj:
+    return {
+        "apiVersion": "security.istio.io/v1",
+        "kind": "AuthorizationPolicy",
+        "metadata": {"name": name, "namespace": "auth"},
+        "spec": {"targetRefs": [{"group": "", "kind": "Service", "name": "web"}], "action": action, "rules": [rule]},
+    }
+
+
+@pytest.mark.parametrize("keys", ["inline", "jwksUri"])
+def test_request_principals_need_a_valid_token_of_that_principal(mesh: AuthMesh, keys: str) -> None:
+    key = mesh.inline_key if keys == "inline" else mesh.remote_key
+    issuer = INLINE_ISSUER if keys == "inline" else REMOTE_ISSUER
+    rule = inline_rule(key) if keys == "inline" else {"issuer": REMOTE_ISSUER, "jwksUri": mesh.jwks_server.uri}
+    policy = allow_policy({"from": [{"source": {"requestPrincipals": [f"{issuer}/alice"]}}]})
+    mesh.apply([*base_mesh(), request_authentication([rule]), policy])
+    good = key.token(claims(issuer, "alice"))
+    wait_until(lambda: mesh.bearer(good).status == 200, timeout=30, what="alice's token is accepted")
+    assert mesh.get().status == 403  # no token: no request principal, the ALLOW matches nothing
+    assert mesh.bearer(key.token(claims(issuer, "bob"))).status == 403
+    forged = SigningKey.es256(key.kid) if keys == "inline" else SigningKey.rs256(key.kid)
+    assert mesh.bearer(forged.token(claims(issuer, "alice"))).status == 401
+    assert mesh.bearer(key.token(claims("https://elsewhere.example", "alice"))).status == 401
+    assert mesh.bearer(key.token(claims(issuer, "alice", lifetime=-120))).status == 401
+
+
+def test_when_request_auth_claims_allow_and_deny(mesh: AuthMesh) -> None:
+    key = mesh.inline_key
+    allow = allow_policy({"when": [{"key": "request.auth.claims[groups]", "values": ["admin", "ops"]}]})
+    deny = allow_policy(
+        {"when": [{"key": "request.auth.claims[groups]", "values": ["banned"]}]}, action="DENY", name="web-deny"
+    )
+    mesh.apply([*base_mesh(), request_authentication([inline_rule(key)]), allow, deny])
+    assert mesh.bearer(key.token(claims(INLINE_ISSUER, "alice", groups=["dev", "admin"]))).status == 200
+    assert mesh.bearer(key.token(claims(INLINE_ISSUER, "carol", groups=["ops"]))).status == 200
+    assert mesh.bearer(key.token(claims(INLINE_ISSUER, "bob", groups=["dev"]))).status == 403
+    assert mesh.bearer(key.token(claims(INLINE_ISSUER, "eve", groups=["admin", "banned"]))).status == 403
+    assert mesh.get().status == 403

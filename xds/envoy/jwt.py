@@ -58,7 +58,7 @@ from envoy_data_plane.envoy.type.matcher.v3 import StringMatcher
 from envoy_data_plane.google.protobuf import Empty
 
 from xds.envoy.common import pack, seconds, socket_address
-from xds.mesh.model import JwksUri, JwtRule, Mesh, RequestAuthentication, Service, Waypoint
+from xds.mesh.model import WAYPOINT_CLASS, JwksUri, JwtRule, Mesh, RequestAuthentication, Service, Waypoint
 
 JWT_AUTHN_FILTER = "envoy.filters.http.jwt_authn"
 # Dynamic metadata key of the verified payload (Istio's filters.EnvoyJwtFilterPayload); RBAC reads it.
@@ -67,12 +67,10 @@ PAYLOAD_IN_METADATA = "payload"
 DEFAULT_SPACE_DELIMITED_CLAIMS = ("permission", "scope")
 JWKS_CACHE_DURATION = 5 * 60.0
 JWKS_CONNECT_TIMEOUT = 10.0
-ROOT_NAMESPACE = "istio-system"
 # The OS trust bundle an https JWKS server is checked against (Debian/Ubuntu's path, as Istio's proxy images
 # use). Envoy's `system_root_certs` is not implemented for TLS sockets, so the file is named; if it is missing
 # where the waypoint runs, Envoy NACKs the cluster and no token verifies (fail closed).
 SYSTEM_ROOTS = "/etc/ssl/certs/ca-certificates.crt"
-WAYPOINT_GATEWAY_CLASS = "istio-waypoint"
 
 
 def request_authentications_for(
@@ -83,7 +81,7 @@ def request_authentications_for(
     for policy in mesh.request_authentications:
         for kind, name in policy.target_refs:
             on_gateway = kind == "Gateway" and policy.namespace == waypoint.namespace and name == waypoint.name
-            on_class = kind == "GatewayClass" and policy.namespace == ROOT_NAMESPACE and name == WAYPOINT_GATEWAY_CLASS
+            on_class = kind == "GatewayClass" and policy.namespace == mesh.root_namespace and name == WAYPOINT_CLASS
             on_service = (
                 service is not None
                 and kind == "Service"

@@ -424,6 +424,7 @@ def _http_chain(name: str, routes: list[Route], port: ServicePort, authz: list[H
             virtual_hosts=[VirtualHost(name=f"inbound|http|{port.port}", domains=["*"], routes=routes)],
         ),
         use_remote_address=False,
+        normalize_path=True,  # meshConfig.pathNormalization BASE, Istio's default: policies see RFC 3986 paths
         server_name="istio-envoy",
         http2_protocol_options=Http2ProtocolOptions() if port.protocol in (Protocol.HTTP2, Protocol.GRPC) else None,
         http_filters=[*authz, _router_filter()],
@@ -490,6 +491,7 @@ def _direct_chains(policies: tuple[AuthorizationPolicy, ...], authn: list[HttpFi
             ],
         ),
         use_remote_address=False,
+        normalize_path=True,  # as the service chains
         server_name="istio-envoy",
         http_filters=[*authn, *rbac.http_rbac_filters(policies), _router_filter()],
     )

@@ -26,6 +26,7 @@ USE_WAYPOINT_NAMESPACE = "istio.io/use-waypoint-namespace"
 WAYPOINT_FOR = "istio.io/waypoint-for"
 FOR_SERVICE_ACCOUNT = "istio.io/for-service-account"
 DATAPLANE_MODE = "istio.io/dataplane-mode"
+ROOT_NAMESPACE = "istio-system"  # Istio's default meshConfig.rootNamespace
 
 
 class Protocol(enum.Enum):
@@ -229,28 +230,119 @@ class HTTPRoute:
 class PolicyAction(enum.Enum):
     ALLOW = "ALLOW"
     DENY = "DENY"
+    AUDIT = "AUDIT"
+    CUSTOM = "CUSTOM"
+
+
+# `when` keys ztunnel can check (Istio's `l4WhenAttributes`); every other key needs a waypoint.
+L4_CONDITION_KEYS = frozenset(
+    {"source.ip", "source.namespace", "source.principal", "destination.ip", "destination.port"}
+)
+# Keys Istio accepts as they are; `request.headers[...]` and `request.auth.claims[...]` take a name in brackets.
+CONDITION_KEYS = L4_CONDITION_KEYS | frozenset(
+    {
+        "remote.ip",
+        "request.auth.principal",
+        "request.auth.audiences",
+        "request.auth.presenter",
+        "connection.sni",
+    }
+)
+CONDITION_KEY_PREFIXES = ("request.headers[", "request.auth.claims[")
 
 
 @dataclass(frozen=True)
-class PolicyRule:
-    """One `rules[]` entry; empty tuple = any. ztunnel enforces the L4 fields, waypoints all of them."""
+class Source:
+    """One `from[].source`: its fields are AND-ed, the values of one field OR-ed; empty = any."""
 
     principals: tuple[str, ...] = ()
     not_principals: tuple[str, ...] = ()
+    request_principals: tuple[str, ...] = ()
+    not_request_principals: tuple[str, ...] = ()
     namespaces: tuple[str, ...] = ()
     not_namespaces: tuple[str, ...] = ()
+    ip_blocks: tuple[str, ...] = ()
+    not_ip_blocks: tuple[str, ...] = ()
+    remote_ip_blocks: tuple[str, ...] = ()
+    not_remote_ip_blocks: tuple[str, ...] = ()
+
+    @property
+    def http_fields(self) -> tuple[str, ...]:
+        """The fields set here that only an HTTP proxy can see (API names, for status messages)."""
+        named = (
+            ("remoteIpBlocks", self.remote_ip_blocks),
+            ("notRemoteIpBlocks", self.not_remote_ip_blocks),
+            ("requestPrincipals", self.request_principals),
+            ("notRequestPrincipals", self.not_request_principals),
+        )
+        return tuple(name for name, values in named if values)
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One `to[].operation`: fields AND-ed, values OR-ed; empty = any."""
+
+    hosts: tuple[str, ...] = ()
+    not_hosts: tuple[str, ...] = ()
     ports: tuple[int, ...] = ()
     not_ports: tuple[int, ...] = ()
-    ip_blocks: tuple[str, ...] = ()
     methods: tuple[str, ...] = ()
     not_methods: tuple[str, ...] = ()
     paths: tuple[str, ...] = ()
     not_paths: tuple[str, ...] = ()
-    hosts: tuple[str, ...] = ()
 
     @property
-    def has_l7(self) -> bool:
-        return bool(self.methods or self.not_methods or self.paths or self.not_paths or self.hosts)
+    def http_fields(self) -> tuple[str, ...]:
+        named = (
+            ("hosts", self.hosts),
+            ("notHosts", self.not_hosts),
+            ("methods", self.methods),
+            ("notMethods", self.not_methods),
+            ("paths", self.paths),
+            ("notPaths", self.not_paths),
+        )
+        return tuple(name for name, values in named if values)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One `when[]` entry: the key's value is one of `values` (if any) and none of `not_values`."""
+
+    key: str
+    values: tuple[str, ...] = ()
+    not_values: tuple[str, ...] = ()
+
+    @property
+    def is_l4(self) -> bool:
+        return self.key in L4_CONDITION_KEYS
+
+
+@dataclass(frozen=True)
+class PolicyRule:
+    """One `rules[]` entry: ANY of `sources` AND ANY of `operations` AND ALL `conditions`.
+
+    An empty `sources`/`operations` means the rule has no `from`/`to` (any); the parser refuses an
+    explicitly empty list, as Istio's validation does.
+    """
+
+    sources: tuple[Source, ...] = ()
+    operations: tuple[Operation, ...] = ()
+    conditions: tuple[Condition, ...] = ()
+
+    @property
+    def http_fields(self) -> tuple[str, ...]:
+        """Every HTTP-only attribute the rule uses (field names and `when` keys), sorted, no repeats."""
+        found = {f for s in self.sources for f in s.http_fields}
+        found |= {f for o in self.operations for f in o.http_fields}
+        found |= {c.key for c in self.conditions if not c.is_l4}
+        return tuple(sorted(found))
+
+
+@dataclass(frozen=True)
+class PolicyTargetRef:
+    group: str  # "" for core (Service)
+    kind: str  # Gateway | GatewayClass | Service
+    name: str
 
 
 @dataclass(frozen=True)
@@ -260,7 +352,26 @@ class AuthorizationPolicy:
     action: PolicyAction
     selector: Mapping[str, str] | None  # None: namespace-wide (or mesh-wide in the root namespace)
     rules: tuple[PolicyRule, ...]
-    target_refs: tuple[tuple[str, str], ...] = ()  # (kind, name): policies attached to a waypoint/service
+    target_refs: tuple[PolicyTargetRef, ...] = ()  # policies attached to a waypoint / a service / the class
+    provider: str = ""  # CUSTOM: `provider.name`
+
+    @property
+    def ref(self) -> ObjectRef:
+        return ObjectRef("AuthorizationPolicy", self.namespace, self.name)
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class PolicyCondition:
+    """A status condition Istio writes on an AuthorizationPolicy (`ZtunnelAccepted`, `WaypointAccepted`)."""
+
+    type: str
+    status: bool
+    reason: str
+    message: str
 
 
 @dataclass(frozen=True)
@@ -341,6 +452,14 @@ class Mesh:
     request_authentications: tuple[RequestAuthentication, ...] = ()
     errors: tuple[ModelError, ...] = ()
     trust_domain: str = DEFAULT_TRUST_DOMAIN
+    root_namespace: str = ROOT_NAMESPACE  # policies here without a selector are mesh-wide
+
+    @cached_property
+    def policy_status(self) -> Mapping[str, tuple[PolicyCondition, ...]]:
+        """`namespace/name` -> Istio's status conditions for that AuthorizationPolicy (one pure function)."""
+        from xds.mesh.policy_status import policy_conditions  # it reads the model: imported when first asked
+
+        return policy_conditions(self)
 
     def service(self, namespace: str, name: str) -> Service | None:
         return next((s for s in self.services if s.namespace == namespace and s.name == name), None)

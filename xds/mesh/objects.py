@@ -6,6 +6,7 @@ field; the rest of the mesh is still built, so one bad file never takes the mesh
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import urllib.parse
@@ -13,15 +14,19 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from xds.mesh.model import (
+    CONDITION_KEY_PREFIXES,
+    CONDITION_KEYS,
     DATAPLANE_MODE,
     FOR_SERVICE_ACCOUNT,
     GATEWAY_NAME_LABEL,
     HBONE_PORT,
+    ROOT_NAMESPACE,
     WAYPOINT_CLASS,
     WAYPOINT_FOR,
     AuthorizationPolicy,
     BackendRef,
     ClaimToHeader,
+    Condition,
     HTTPRoute,
     JwksUri,
     JwtHeader,
@@ -30,15 +35,18 @@ from xds.mesh.model import (
     ModelError,
     Namespace,
     ObjectRef,
+    Operation,
     PathMatch,
     PeerAuthentication,
     PolicyAction,
     PolicyRule,
+    PolicyTargetRef,
     Protocol,
     RequestAuthentication,
     RouteRule,
     Service,
     ServicePort,
+    Source,
     TrafficType,
     Waypoint,
     Workload,
@@ -279,53 +287,228 @@ def _ports(value: Any, field: str) -> tuple[int, ...]:
     return tuple(out)
 
 
+def _known_keys(obj: Any, field: str, known: frozenset[str]) -> Mapping[str, Any]:
+    """A map whose keys must all be ones we implement: an unknown key is refused, never dropped."""
+    if obj is None:
+        return {}
+    if not isinstance(obj, Mapping):
+        raise InvalidField(field, f"must be a map, got {type(obj).__name__}")
+    for key in obj:
+        if key not in known:
+            raise InvalidField(f"{field}.{key}", "is not a supported field")
+    return obj
+
+
+def _policy_values(value: Any, field: str) -> tuple[str, ...]:
+    """A list of policy values: Istio refuses empty strings (`empty value is not allowed`)."""
+    values = _strings(value, field)
+    for i, v in enumerate(values):
+        if not v:
+            raise InvalidField(f"{field}[{i}]", "empty value is not allowed")
+    return values
+
+
+def _ip_blocks(value: Any, field: str) -> tuple[str, ...]:
+    """IPs or CIDRs (host bits may be set, as Go's netip.ParsePrefix allows)."""
+    values = _policy_values(value, field)
+    for i, v in enumerate(values):
+        try:
+            ipaddress.ip_network(v, strict=False)
+        except ValueError as exc:
+            raise InvalidField(f"{field}[{i}]", f"invalid IP address or CIDR {v!r}") from exc
+    return values
+
+
+def _paths(value: Any, field: str) -> tuple[str, ...]:
+    values = _policy_values(value, field)
+    for i, v in enumerate(values):
+        if "{" in v or "}" in v:
+            # Istio's path templates ({*}, {**}) need Envoy's uri_template matcher: not implemented, refused.
+            raise InvalidField(f"{field}[{i}]", f"path templates are not supported: {v!r}")
+    return values
+
+
+_SOURCE_FIELDS = frozenset(
+    {
+        "principals",
+        "notPrincipals",
+        "requestPrincipals",
+        "notRequestPrincipals",
+        "namespaces",
+        "notNamespaces",
+        "ipBlocks",
+        "notIpBlocks",
+        "remoteIpBlocks",
+        "notRemoteIpBlocks",
+    }
+)
+_OPERATION_FIELDS = frozenset({"hosts", "notHosts", "ports", "notPorts", "methods", "notMethods", "paths", "notPaths"})
+
+
+def _source(raw: Any, field: str) -> Source:
+    entry = _known_keys(raw, field, frozenset({"source"}))
+    if not entry.get("source"):
+        raise InvalidField(f"{field}.source", "must not be empty")
+    base = f"{field}.source"
+    src = _known_keys(entry["source"], base, _SOURCE_FIELDS)
+    return Source(
+        principals=_policy_values(src.get("principals"), f"{base}.principals"),
+        not_principals=_policy_values(src.get("notPrincipals"), f"{base}.notPrincipals"),
+        request_principals=_policy_values(src.get("requestPrincipals"), f"{base}.requestPrincipals"),
+        not_request_principals=_policy_values(src.get("notRequestPrincipals"), f"{base}.notRequestPrincipals"),
+        namespaces=_policy_values(src.get("namespaces"), f"{base}.namespaces"),
+        not_namespaces=_policy_values(src.get("notNamespaces"), f"{base}.notNamespaces"),
+        ip_blocks=_ip_blocks(src.get("ipBlocks"), f"{base}.ipBlocks"),
+        not_ip_blocks=_ip_blocks(src.get("notIpBlocks"), f"{base}.notIpBlocks"),
+        remote_ip_blocks=_ip_blocks(src.get("remoteIpBlocks"), f"{base}.remoteIpBlocks"),
+        not_remote_ip_blocks=_ip_blocks(src.get("notRemoteIpBlocks"), f"{base}.notRemoteIpBlocks"),
+    )
+
+
+def _operation(raw: Any, field: str) -> Operation:
+    entry = _known_keys(raw, field, frozenset({"operation"}))
+    if not entry.get("operation"):
+        raise InvalidField(f"{field}.operation", "must not be empty")
+    base = f"{field}.operation"
+    op = _known_keys(entry["operation"], base, _OPERATION_FIELDS)
+    return Operation(
+        hosts=_policy_values(op.get("hosts"), f"{base}.hosts"),
+        not_hosts=_policy_values(op.get("notHosts"), f"{base}.notHosts"),
+        ports=_ports(op.get("ports"), f"{base}.ports"),
+        not_ports=_ports(op.get("notPorts"), f"{base}.notPorts"),
+        methods=_policy_values(op.get("methods"), f"{base}.methods"),
+        not_methods=_policy_values(op.get("notMethods"), f"{base}.notMethods"),
+        paths=_paths(op.get("paths"), f"{base}.paths"),
+        not_paths=_paths(op.get("notPaths"), f"{base}.notPaths"),
+    )
+
+
+def _condition_key_valid(key: str) -> bool:
+    if key in CONDITION_KEYS:
+        return True
+    for prefix in CONDITION_KEY_PREFIXES:
+        if key.startswith(prefix) and key.endswith("]") and len(key) > len(prefix) + 1:
+            return True
+    return False
+
+
+def _condition(raw: Any, field: str) -> Condition:
+    entry = _known_keys(raw, field, frozenset({"key", "values", "notValues"}))
+    key = entry.get("key")
+    if not isinstance(key, str) or not key:
+        raise InvalidField(f"{field}.key", "is required")
+    if not _condition_key_valid(key):
+        raise InvalidField(f"{field}.key", f"unknown attribute {key!r}")
+    checker = _ip_blocks if key in ("source.ip", "remote.ip", "destination.ip") else _policy_values
+    values = checker(entry.get("values"), f"{field}.values")
+    not_values = checker(entry.get("notValues"), f"{field}.notValues")
+    if key == "destination.port":
+        _ports(list(values), f"{field}.values")
+        _ports(list(not_values), f"{field}.notValues")
+    if not values and not not_values:
+        raise InvalidField(field, f"at least one of values or notValues must be set for key {key}")
+    return Condition(key=key, values=values, not_values=not_values)
+
+
+def _entries(rule: Mapping[str, Any], key: str, field: str) -> list[Any]:
+    raw = rule.get(key)
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise InvalidField(field, "must be a list")
+    if not raw:
+        raise InvalidField(field, "must not be empty")  # Istio: `from`/`to`/`when` present but empty
+    return raw
+
+
+def _policy_rule(raw: Any, field: str) -> PolicyRule:
+    rule = _known_keys(raw, field, frozenset({"from", "to", "when"}))
+    return PolicyRule(
+        sources=tuple(_source(s, f"{field}.from[{i}]") for i, s in enumerate(_entries(rule, "from", f"{field}.from"))),
+        operations=tuple(_operation(o, f"{field}.to[{i}]") for i, o in enumerate(_entries(rule, "to", f"{field}.to"))),
+        conditions=tuple(
+            _condition(c, f"{field}.when[{i}]") for i, c in enumerate(_entries(rule, "when", f"{field}.when"))
+        ),
+    )
+
+
+# targetRef kinds a waypoint can enforce, with their API group ("" = core).
+_TARGET_GROUPS = {"Gateway": "gateway.networking.k8s.io", "GatewayClass": "gateway.networking.k8s.io", "Service": ""}
+
+
+def _target_ref(raw: Any, field: str, namespace: str) -> PolicyTargetRef:
+    ref = _known_keys(raw, field, frozenset({"group", "kind", "name", "namespace"}))
+    kind, name = ref.get("kind"), ref.get("name")
+    if not isinstance(kind, str) or not kind:
+        raise InvalidField(f"{field}.kind", "is required")
+    if not isinstance(name, str) or not name:
+        raise InvalidField(f"{field}.name", "is required")
+    group = str(ref.get("group") or "")
+    group = "" if group == "core" else group
+    if kind not in _TARGET_GROUPS:
+        raise InvalidField(f"{field}.kind", f"unsupported targetRef kind {kind!r} (Gateway, GatewayClass or Service)")
+    if group != _TARGET_GROUPS[kind]:
+        raise InvalidField(f"{field}.group", f"{kind} is in group {_TARGET_GROUPS[kind] or 'core'!r}, got {group!r}")
+    if ref.get("namespace") not in (None, "", namespace):
+        raise InvalidField(f"{field}.namespace", "cross namespace referencing is not currently supported")
+    return PolicyTargetRef(group=group, kind=kind, name=name)
+
+
+_POLICY_SPEC_FIELDS = frozenset({"selector", "targetRef", "targetRefs", "action", "rules", "provider"})
+DRY_RUN_ANNOTATION = "istio.io/dry-run"
+
+
 def parse_authorization_policy(obj: KubeObject, namespace: str) -> AuthorizationPolicy:
-    spec = obj.get("spec") or {}
+    """security.istio.io/v1 AuthorizationPolicy with Istio's validation; anything we don't enforce is refused."""
+    spec = _known_keys(obj.get("spec") or {}, "spec", _POLICY_SPEC_FIELDS)
+    if _annotations(obj).get(DRY_RUN_ANNOTATION, "").lower() == "true":
+        raise InvalidField(f"metadata.annotations[{DRY_RUN_ANNOTATION}]", "dry-run policies are not supported")
     raw_action = str(spec.get("action") or "ALLOW")
     try:
         action = PolicyAction(raw_action)
     except ValueError as exc:
-        raise InvalidField("spec.action", f"unsupported action {raw_action!r} (ALLOW or DENY)") from exc
-    selector = spec.get("selector")
-    rules = []
-    for r, rule in enumerate(spec.get("rules") or []):
-        merged: dict[str, Any] = {}
-        for f, src in enumerate(rule.get("from") or []):
-            source = src.get("source") or {}
-            base = f"spec.rules[{r}].from[{f}].source"
-            for key, attr in (
-                ("principals", "principals"),
-                ("notPrincipals", "not_principals"),
-                ("namespaces", "namespaces"),
-                ("notNamespaces", "not_namespaces"),
-                ("ipBlocks", "ip_blocks"),
-            ):
-                merged[attr] = merged.get(attr, ()) + _strings(source.get(key), f"{base}.{key}")
-        for t, dst in enumerate(rule.get("to") or []):
-            op = dst.get("operation") or {}
-            base = f"spec.rules[{r}].to[{t}].operation"
-            merged["ports"] = merged.get("ports", ()) + _ports(op.get("ports"), f"{base}.ports")
-            merged["not_ports"] = merged.get("not_ports", ()) + _ports(op.get("notPorts"), f"{base}.notPorts")
-            for key, attr in (
-                ("methods", "methods"),
-                ("notMethods", "not_methods"),
-                ("paths", "paths"),
-                ("notPaths", "not_paths"),
-                ("hosts", "hosts"),
-            ):
-                merged[attr] = merged.get(attr, ()) + _strings(op.get(key), f"{base}.{key}")
-        rules.append(PolicyRule(**merged))
+        raise InvalidField("spec.action", f"unsupported action {raw_action!r} (ALLOW, DENY, AUDIT or CUSTOM)") from exc
+    provider = ""
+    if spec.get("provider") is not None:
+        if action is not PolicyAction.CUSTOM:
+            raise InvalidField("spec.provider", f"must not be set for the {action.value} action")
+        provider = str(_known_keys(spec["provider"], "spec.provider", frozenset({"name"})).get("name") or "")
+    if action is PolicyAction.CUSTOM and not provider:
+        raise InvalidField("spec.provider.name", "is required for the CUSTOM action")
+    if spec.get("targetRef") is not None and spec.get("targetRefs") is not None:
+        raise InvalidField("spec.targetRef", "only one of targetRef or targetRefs can be set")
+    raw_refs = spec.get("targetRefs")
+    if raw_refs is None:
+        raw_refs, refs_field = ([spec["targetRef"]] if spec.get("targetRef") is not None else []), "spec.targetRef"
+    else:
+        refs_field = "spec.targetRefs"
+        if not isinstance(raw_refs, list):
+            raise InvalidField(refs_field, "must be a list")
     target_refs = tuple(
-        (str(t.get("kind")), str(t.get("name")))
-        for t in (spec.get("targetRefs") or ([spec["targetRef"]] if spec.get("targetRef") else []))
+        _target_ref(r, refs_field if refs_field == "spec.targetRef" else f"{refs_field}[{i}]", namespace)
+        for i, r in enumerate(raw_refs)
     )
+    raw_selector = spec.get("selector")
+    if raw_selector is not None and target_refs:
+        raise InvalidField("spec.selector", "only one of targetRefs or workload selector can be set")
+    selector = None
+    if raw_selector is not None:
+        selector = _str_map(
+            _known_keys(raw_selector, "spec.selector", frozenset({"matchLabels"})).get("matchLabels"),
+            "spec.selector.matchLabels",
+        )
+    raw_rules = spec.get("rules")
+    if raw_rules is not None and not isinstance(raw_rules, list):
+        raise InvalidField("spec.rules", "must be a list")
+    rules = tuple(_policy_rule(r, f"spec.rules[{i}]") for i, r in enumerate(raw_rules or []))
     return AuthorizationPolicy(
         namespace=namespace,
         name=_meta(obj)["name"],
         action=action,
-        selector=_str_map(selector.get("matchLabels"), "spec.selector.matchLabels") if selector else None,
-        rules=tuple(rules),
+        selector=selector,
+        rules=rules,
         target_refs=target_refs,
+        provider=provider,
     )
 
 
@@ -361,7 +544,6 @@ JWT_RULE_FIELDS = frozenset(
         "spaceDelimitedClaims",
     }
 )
-WAYPOINT_GATEWAY_CLASS_ROOT_NAMESPACE = "istio-system"
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9a-zA-Z]+$")  # an RFC 9110 token
 _DURATION = re.compile(r"^(\d+)(?:\.(\d{1,9}))?s$")  # protobuf JSON Duration
 
@@ -500,7 +682,7 @@ def _parse_jwt_rule(raw: Any, field: str) -> JwtRule:
     )
 
 
-def _request_authn_target(ref: Any, namespace: str, field: str) -> tuple[str, str]:
+def _request_authn_target(ref: Any, namespace: str, root_namespace: str, field: str) -> tuple[str, str]:
     """A targetRef waypoints can apply (Istio's attachment rules); anything else is refused."""
     if not isinstance(ref, Mapping):
         raise InvalidField(field, "must be an object")
@@ -517,16 +699,18 @@ def _request_authn_target(ref: Any, namespace: str, field: str) -> tuple[str, st
     if kind == "Service" and group in ("", "core"):
         return (kind, name)
     if kind == "GatewayClass" and group == "gateway.networking.k8s.io":
-        if namespace != WAYPOINT_GATEWAY_CLASS_ROOT_NAMESPACE or name != "istio-waypoint":
+        if namespace != root_namespace or name != WAYPOINT_CLASS:
             raise InvalidField(
                 field,
-                f"a GatewayClass targetRef applies only as istio-waypoint from {WAYPOINT_GATEWAY_CLASS_ROOT_NAMESPACE}",
+                f"a GatewayClass targetRef applies only as {WAYPOINT_CLASS} from the root namespace {root_namespace}",
             )
         return (kind, name)
     raise InvalidField(field, f"unsupported target {group or 'core'}/{kind} (Gateway, Service or GatewayClass)")
 
 
-def parse_request_authentication(obj: KubeObject, namespace: str) -> RequestAuthentication:
+def parse_request_authentication(
+    obj: KubeObject, namespace: str, root_namespace: str = ROOT_NAMESPACE
+) -> RequestAuthentication:
     spec = obj.get("spec") or {}
     if not isinstance(spec, Mapping):
         raise InvalidField("spec", "must be an object")
@@ -548,7 +732,10 @@ def parse_request_authentication(obj: KubeObject, namespace: str) -> RequestAuth
     field_name = "targetRefs" if spec.get("targetRefs") else "targetRef"
     targets = tuple(
         _request_authn_target(
-            ref, namespace, f"spec.{field_name}[{i}]" if field_name == "targetRefs" else "spec.targetRef"
+            ref,
+            namespace,
+            root_namespace,
+            f"spec.{field_name}[{i}]" if field_name == "targetRefs" else "spec.targetRef",
         )
         for i, ref in enumerate(raw_refs)
     )
@@ -584,7 +771,12 @@ def _endpoint_slice_workloads(obj: KubeObject, namespace: str, known_ips: set[st
     return out
 
 
-def mesh_from_objects(objects: Iterable[KubeObject], *, sources: Mapping[int, str] | None = None) -> Mesh:
+def mesh_from_objects(
+    objects: Iterable[KubeObject],
+    *,
+    sources: Mapping[int, str] | None = None,
+    root_namespace: str = ROOT_NAMESPACE,
+) -> Mesh:
     """Build the mesh from Kubernetes objects; `sources` maps id(obj) to the file it came from."""
     objs = list(objects)
     errors: list[ModelError] = []
@@ -647,7 +839,7 @@ def mesh_from_objects(objects: Iterable[KubeObject], *, sources: Mapping[int, st
             elif kind == "PeerAuthentication":
                 peer_auths.append(parse_peer_authentication(obj, namespace))
             elif kind == "RequestAuthentication":
-                request_authns.append(parse_request_authentication(obj, namespace))
+                request_authns.append(parse_request_authentication(obj, namespace, root_namespace))
         except InvalidField as e:
             fail(obj, e.field, e.message)
         except (TypeError, AttributeError, KeyError) as e:
@@ -675,6 +867,7 @@ def mesh_from_objects(objects: Iterable[KubeObject], *, sources: Mapping[int, st
         peer_authentications=by_key(peer_auths),
         request_authentications=by_key(request_authns),
         errors=tuple(errors),
+        root_namespace=root_namespace,
     )
 
 
