@@ -180,6 +180,16 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
         "spec.jwtRules[0].fromHeaders",
     ),
     ("rules_not_a_list", request_authentication(rules={"issuer": "i"}), "spec.jwtRules"),  # type: ignore[arg-type]
+    (
+        "jwks_key_without_members",
+        request_authentication(rules=[{"issuer": "i", "jwks": json.dumps({"keys": [{"kty": "RSA", "n": "AQAB"}]})}]),
+        "spec.jwtRules[0].jwks",
+    ),
+    (
+        "jwks_key_of_unknown_type",
+        request_authentication(rules=[{"issuer": "i", "jwks": json.dumps({"keys": [{"kty": "XYZ"}]})}]),
+        "spec.jwtRules[0].jwks",
+    ),
     ("unknown_rule_field", request_authentication(rules=[{**GOOD, "fromBody": True}]), "spec.jwtRules[0].fromBody"),
 ]
 

@@ -609,6 +609,28 @@ def _parse_duration(value: Any, field: str) -> float:
     return total
 
 
+# The members each key type needs (RFC 7518 section 6): a key without them can verify nothing.
+_JWK_MEMBERS = {"RSA": ("n", "e"), "EC": ("crv", "x", "y"), "oct": ("k",), "OKP": ("crv", "x")}
+
+
+def _check_jwks(jwks: str, field: str) -> None:
+    """Istio refuses a `jwks` that does not parse as a JWK Set; so do we, key by key."""
+    try:
+        document = json.loads(jwks)
+    except ValueError as exc:
+        raise InvalidField(field, f"jwks parse error: {exc}") from exc
+    keys = document.get("keys") if isinstance(document, Mapping) else None
+    if not isinstance(keys, list) or not keys:
+        raise InvalidField(field, 'jwks parse error: expected a JSON object with a non-empty "keys" list')
+    for i, key in enumerate(keys):
+        members = _JWK_MEMBERS.get(str(key.get("kty"))) if isinstance(key, Mapping) else None
+        if members is None:
+            raise InvalidField(field, f"jwks parse error: keys[{i}] has no supported kty (RSA, EC, oct, OKP)")
+        missing = [m for m in members if not isinstance(key.get(m), str) or not key[m]]
+        if missing:
+            raise InvalidField(field, f"jwks parse error: keys[{i}] ({key['kty']}) lacks {', '.join(missing)}")
+
+
 def _parse_jwt_rule(raw: Any, field: str) -> JwtRule:
     if not isinstance(raw, Mapping):
         raise InvalidField(field, "must be an object")
@@ -633,12 +655,7 @@ def _parse_jwt_rule(raw: Any, field: str) -> JwtRule:
         )
     jwks_uri = parse_jwks_uri(jwks_uri_raw, f"{field}.jwksUri") if jwks_uri_raw else None
     if jwks:
-        try:
-            document = json.loads(jwks)
-        except ValueError as exc:
-            raise InvalidField(f"{field}.jwks", f"jwks parse error: {exc}") from exc
-        if not isinstance(document, Mapping) or not isinstance(document.get("keys"), list) or not document["keys"]:
-            raise InvalidField(f"{field}.jwks", 'jwks parse error: expected a JSON object with a non-empty "keys" list')
+        _check_jwks(jwks, f"{field}.jwks")
     headers = []
     for i, location in enumerate(_object_list(raw.get("fromHeaders"), f"{field}.fromHeaders")):
         at = f"{field}.fromHeaders[{i}]"
