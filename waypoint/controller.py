@@ -21,6 +21,7 @@ from waypoint.kube.api import (
     GATEWAYS,
     HTTP_ROUTES,
     NAMESPACES,
+    PEER_AUTHENTICATIONS,
     PODS,
     REQUEST_AUTHENTICATIONS,
     SERVICE_ACCOUNTS,
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 # What the mesh model is built from (plain dicts, as `kubectl get -o json` shows them).
 MESH_RESOURCES: tuple[Resource, ...] = (
     NAMESPACES, SERVICES, ENDPOINT_SLICES, PODS, SERVICE_ACCOUNTS, HTTP_ROUTES, AUTHORIZATION_POLICIES,
-    GATEWAYS, REQUEST_AUTHENTICATIONS,
+    PEER_AUTHENTICATIONS, GATEWAYS, REQUEST_AUTHENTICATIONS,
 )
 # Watched only to reconcile: a changed child or class requeues its Gateways.
 RECONCILE_ONLY_RESOURCES: tuple[Resource, ...] = (DEPLOYMENTS, GATEWAY_CLASSES)

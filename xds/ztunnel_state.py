@@ -11,7 +11,7 @@ import ipaddress
 
 from envoy_data_plane.envoy.config.core.v3 import Node
 
-from xds import resources, ztunnel_authz
+from xds import peer_authentication, resources, ztunnel_authz
 from xds.mesh import binding
 from xds.mesh.model import (
     HBONE_PORT,
@@ -59,6 +59,7 @@ def waypoint_address(mesh: Mesh, waypoint: Waypoint) -> GatewayAddress:
 
 
 def _app_protocol(protocol: Protocol) -> AppProtocol:
+    # as istiod's toAppProtocol: anything else (gRPC-Web included) is UNKNOWN to ztunnel
     return {Protocol.HTTP: AppProtocol.HTTP11, Protocol.HTTP2: AppProtocol.HTTP2, Protocol.GRPC: AppProtocol.GRPC}.get(
         protocol, AppProtocol.UNKNOWN
     )
@@ -76,17 +77,20 @@ def _selected_by(mesh: Mesh, policy: AuthorizationPolicy, workload: Workload) ->
 def workload_resource(mesh: Mesh, workload: Workload) -> tuple[str, Address]:
     uid = f"{CLUSTER_ID}//Pod/{workload.namespace}/{workload.name}"
     waypoint = binding.workload_waypoint(mesh, workload)
-    services = {
-        f"{s.namespace}/{s.hostname}": PortList(
-            ports=[Port(service_port=p.port, target_port=p.target_port) for p in s.ports]
+    # istiod's encoding: the service lists a named targetPort as 0, each workload says what it is on that pod
+    # (ports the pod does not serve are left out, so ztunnel never picks it for them)
+    services = {}
+    for s in mesh.workload_services.get((workload.namespace, workload.name), ()):
+        resolved = ((p, mesh.target_port(s, p, workload)) for p in s.ports)
+        services[f"{s.namespace}/{s.hostname}"] = PortList(
+            ports=[Port(service_port=p.port, target_port=target) for p, target in resolved if target is not None]
         )
-        for s in mesh.workload_services.get((workload.namespace, workload.name), ())
-    }
     policies = [
         p.key
         for p in mesh.policies
         if _selected_by(mesh, p, workload) and ztunnel_authz.authorization(mesh, p) is not None
     ]
+    policies += peer_authentication.workload_policy_keys(mesh, workload)
     return uid, Address(
         workload=ApiWorkload(
             uid=uid,
@@ -136,6 +140,7 @@ def ztunnel_resources(mesh: Mesh) -> Snapshot:
     addresses = [workload_resource(mesh, w) for w in mesh.workloads]
     addresses += [service_resource(mesh, s) for s in mesh.services]
     policies = [p for p in (policy_resource(mesh, x) for x in mesh.policies) if p is not None]
+    policies += peer_authentication.ztunnel_policies(mesh)
     return Snapshot.build({resources.ADDRESS: addresses, resources.AUTHORIZATION: policies})
 
 

@@ -576,7 +576,7 @@ class Ztunnel:
             hit = self._plans[key] = (source, plan)
         source, plan = hit
         if isinstance(plan, Pick):
-            endpoint = self.lbs.pick(state, plan.service)
+            endpoint = self.lbs.pick(state, plan.service, plan.port)
             rkey = (id(plan), endpoint.uid if endpoint is not None else "")
         else:
             endpoint, rkey = None, (id(plan), "")

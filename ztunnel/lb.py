@@ -19,27 +19,32 @@ class LoadBalancers:
 
             rr_factory = RoundRobin
         self._factory = rr_factory
-        self._rr: dict[str, Any] = {}
+        self._rr: dict[tuple[str, int], Any] = {}  # (service key, per-workload service port or 0)
         self._state: ProxyState | None = None
 
     def update(self, state: ProxyState) -> None:
         """Rebuild the endpoint lists; existing cursors are kept so rotation continues across pushes."""
         self._state = state
         for key in list(self._rr):
-            svc = state.services.get(key)
-            if svc is None:
+            svc_key, port = key
+            svc = state.services.get(svc_key)
+            if svc is None or (port and not state.per_workload_port(svc, port)):
                 del self._rr[key]
             else:
-                self._rr[key].replace(state.ready_endpoints(svc))
+                self._rr[key].replace(state.ready_endpoints(svc, port))
 
-    def pick(self, state: ProxyState, svc: Service) -> Workload | None:
-        rr = self._rr.get(svc.key)
+    def pick(self, state: ProxyState, svc: Service, service_port: int = 0) -> Workload | None:
+        """Next endpoint of `svc`; with `service_port` whose target is per workload (a named targetPort), next
+        among the endpoints that serve that port (one rotation per such port)."""
+        port = service_port if service_port and state.per_workload_port(svc, service_port) else 0
+        key = (svc.key, port)
+        rr = self._rr.get(key)
         if rr is None or state is not self._state:
             if state is not self._state:
                 self.update(state)
-                rr = self._rr.get(svc.key)
+                rr = self._rr.get(key)
             if rr is None:
-                rr = self._factory(state.ready_endpoints(svc))
-                self._rr[svc.key] = rr
+                rr = self._factory(state.ready_endpoints(svc, port))
+                self._rr[key] = rr
         picked: Workload | None = rr.pick()
         return picked

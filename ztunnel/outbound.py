@@ -62,6 +62,7 @@ class Pick:
 
     service: Service
     finish: Callable[[Workload | None], Request]
+    port: int = 0  # the service port: endpoints without it (named targetPort not on that pod) are not picked
 
 
 Plan = Request | Pick
@@ -141,7 +142,7 @@ def plan_request(
                 raise NoHealthyUpstream(f"no target port for {service.hostname}:{port} on {endpoint.name}")
             return _direct(endpoint, ip, tp, service, local_node, hbone_port)
 
-        return Pick(service, to_endpoint)
+        return Pick(service, to_endpoint, port)
     if upstream.waypoint is not None and not _from_waypoint(state, source, upstream.waypoint):
         return _to_waypoint(state, upstream.waypoint, source, dst, None, upstream)
     return _direct(upstream, ip, port, None, local_node, hbone_port)
@@ -169,7 +170,7 @@ def resolve(plan: Plan, state: ProxyState, lbs: LoadBalancers) -> Request:
     """Finish a plan for one connection: pick (round robin, fair under concurrency) where the plan says so."""
     if isinstance(plan, Request):
         return plan
-    return plan.finish(lbs.pick(state, plan.service))
+    return plan.finish(lbs.pick(state, plan.service, plan.port))
 
 
 def build_request(

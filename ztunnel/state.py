@@ -188,8 +188,17 @@ class ProxyState:
     def find_service_by_host(self, ns_host: str) -> Service | None:
         return self.services.get(ns_host)
 
-    def ready_endpoints(self, svc: Service) -> list[Workload]:
-        return [e.workload for e in self.endpoints.get(svc.key, ()) if e.workload.healthy and e.workload.ips]
+    def ready_endpoints(self, svc: Service, service_port: int = 0) -> list[Workload]:
+        """Healthy endpoints; for a service port whose target is per workload (a named targetPort: 0 in the
+        service), only those whose port map has it, as ztunnel filters them before load balancing."""
+        ready = [e.workload for e in self.endpoints.get(svc.key, ()) if e.workload.healthy and e.workload.ips]
+        if service_port and svc.ports.get(service_port) == 0:
+            ready = [w for w in ready if self._portmaps.get((w.uid, svc.key), {}).get(service_port)]
+        return ready
+
+    def per_workload_port(self, svc: Service, service_port: int) -> bool:
+        """True when `service_port`'s target is only known per workload (so the endpoint set depends on it)."""
+        return svc.ports.get(service_port) == 0
 
     def target_port(self, svc: Service, workload: Workload, service_port: int) -> int | None:
         """Endpoint port map for the service port > service target_port; None when the port is unknown."""

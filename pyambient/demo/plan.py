@@ -61,7 +61,7 @@ def plan(mesh: Mesh) -> DemoPlan:
     for service in mesh.services:
         if mesh.waypoint(service.namespace, service.name) is not None:
             continue  # the waypoint's own Service: Envoy serves it
-        for pod in mesh.endpoints(service):
-            for port in service.ports:
-                backends.setdefault((pod.ip, port.target_port), BackendPlan(pod, port.target_port))
+        for port in service.ports:
+            for pod, target in mesh.port_endpoints(service, port):
+                backends.setdefault((pod.ip, target), BackendPlan(pod, target))
     return DemoPlan(nodes=nodes, waypoints=waypoints, backends=tuple(backends.values()))

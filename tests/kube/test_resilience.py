@@ -137,8 +137,8 @@ def test_watch_from_expired_resource_version_relists(kube_cluster: KubeCluster, 
 def test_mesh_feed_hands_kubectl_objects_to_the_control_plane(
     kube_cluster: KubeCluster, controller: WaypointController, published: PublishedObjects, namespace: str
 ) -> None:
-    """Namespaces, Services, EndpointSlices, Pods, ServiceAccounts, HTTPRoutes, AuthorizationPolicies and
-    Gateways reach the control plane as `kubectl get -o json` shows them, and build a Mesh."""
+    """Namespaces, Services, EndpointSlices, Pods, ServiceAccounts, HTTPRoutes, AuthorizationPolicies,
+    PeerAuthentications and Gateways reach the control plane as `kubectl get -o json` shows them, and build a Mesh."""
     from xds.mesh.objects import mesh_from_objects
 
     kube_cluster.kubectl("label", "namespace", namespace, "istio.io/dataplane-mode=ambient")
@@ -163,13 +163,19 @@ apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata: {{name: allow-nothing, namespace: {namespace}}}
 spec: {{action: ALLOW}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {{name: strict, namespace: {namespace}}}
+spec: {{mtls: {{mode: STRICT}}}}
 """)
 
     def fed() -> list[dict[str, Any]] | None:
         objects = [o for o in published.latest() if (o.get("metadata") or {}).get("namespace") == namespace
                    or o.get("kind") == "Namespace" and o["metadata"]["name"] == namespace]
         kinds = {o["kind"] for o in objects}
-        wanted = {"Namespace", "Service", "HTTPRoute", "AuthorizationPolicy", "Gateway", "ServiceAccount"}
+        wanted = {"Namespace", "Service", "HTTPRoute", "AuthorizationPolicy", "PeerAuthentication", "Gateway",
+                  "ServiceAccount"}
         return objects if wanted <= kinds else None
 
     objects = eventually(fed, what="objects published to the control plane")
@@ -178,4 +184,6 @@ spec: {{action: ALLOW}}
     assert route["spec"]["parentRefs"][0]["name"] == "reviews"
     mesh = mesh_from_objects(published.latest())
     assert mesh.service(namespace, "reviews") is not None
+    # issue 9's probe: cluster mode watches PeerAuthentication, so a STRICT policy reaches the mesh model
+    assert [(p.namespace, p.name, p.mode.value) for p in mesh.peer_authentications] == [(namespace, "strict", "STRICT")]
     assert controller.mesh_feed is not None and controller.mesh_feed.publishes >= 1

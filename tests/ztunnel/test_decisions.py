@@ -344,3 +344,42 @@ def test_rbac_policy_scopes_select_policies_for_a_workload() -> None:
     st = ProxyState([w, ECHO1], [], [glob, other_ns, selector])
     assert {p.key for p in st.policies_for(w)} == {"istio-system/g", "default/s"}
     assert {p.key for p in st.policies_for(ECHO1)} == {"istio-system/g"}
+
+
+# ------------------------------------------------------------------------------ named targetPort (per workload)
+NAMED_SVC_KEY = "default/named.default.svc.cluster.local"
+# istiod's encoding of `targetPort: http` (80) next to a numeric `targetPort: 9090` (90): the service says 0 for
+# the named one, each workload says what it is on that pod; a pod without the name has no entry for 80.
+NAMED_SVC = Service("named", "default", "named.default.svc.cluster.local", (ip("10.96.0.40"),), {80: 0, 90: 9090})
+NAMED_A = wl("named-a", "10.0.5.1", services={NAMED_SVC_KEY: {80: 8080, 90: 9090}})
+NAMED_B = wl("named-b", "10.0.5.2", services={NAMED_SVC_KEY: {80: 8081, 90: 9090}})
+NAMED_NONE = wl("named-c", "10.0.5.3", services={NAMED_SVC_KEY: {90: 9090}})
+
+
+@pytest.mark.parametrize(
+    ("endpoints", "port", "expected"),
+    [
+        pytest.param(
+            (NAMED_A, NAMED_B), 80, [("10.0.5.1", 8080), ("10.0.5.2", 8081)] * 2,
+            id="named_target_port_resolves_per_pod",
+        ),
+        pytest.param(
+            (NAMED_A, NAMED_NONE, NAMED_B), 80, [("10.0.5.1", 8080), ("10.0.5.2", 8081)] * 2,
+            id="pod_without_the_named_port_is_not_an_endpoint_for_it",
+        ),
+        pytest.param(
+            (NAMED_A, NAMED_NONE), 90, [("10.0.5.1", 9090), ("10.0.5.3", 9090)] * 2,
+            id="numeric_target_port_uses_every_endpoint",
+        ),
+        pytest.param((NAMED_NONE,), 80, NoHealthyUpstream, id="no_pod_declares_the_named_port"),
+    ],
+)
+def test_outbound_named_target_port(endpoints: tuple[Workload, ...], port: int, expected: Any) -> None:
+    st = ProxyState([SLEEP, *endpoints], [NAMED_SVC])
+    lbs = LoadBalancers(reference.RoundRobin)
+    if expected is NoHealthyUpstream:
+        with pytest.raises(NoHealthyUpstream):
+            outbound("10.96.0.40", port, st, lbs=lbs)
+        return
+    got = [outbound("10.96.0.40", port, st, lbs=lbs).destination for _ in range(4)]
+    assert got == [(ip(a), p) for a, p in expected]

@@ -60,6 +60,7 @@ HTTP_ROUTES = Resource("HTTPRoute", "gateway.networking.k8s.io/v1", "httproutes"
 AUTHORIZATION_POLICIES = Resource(
     "AuthorizationPolicy", "security.istio.io/v1", "authorizationpolicies", True
 )
+PEER_AUTHENTICATIONS = Resource("PeerAuthentication", "security.istio.io/v1", "peerauthentications", True)
 REQUEST_AUTHENTICATIONS = Resource(
     "RequestAuthentication", "security.istio.io/v1", "requestauthentications", True
 )
@@ -67,7 +68,7 @@ REQUEST_AUTHENTICATIONS = Resource(
 RESOURCES_BY_KIND: Mapping[str, Resource] = {
     r.kind: r
     for r in (NAMESPACES, SERVICES, PODS, SERVICE_ACCOUNTS, ENDPOINT_SLICES, DEPLOYMENTS, GATEWAY_CLASSES,
-              GATEWAYS, HTTP_ROUTES, AUTHORIZATION_POLICIES, REQUEST_AUTHENTICATIONS)
+              GATEWAYS, HTTP_ROUTES, AUTHORIZATION_POLICIES, PEER_AUTHENTICATIONS, REQUEST_AUTHENTICATIONS)
 }
 
 

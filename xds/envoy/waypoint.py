@@ -426,7 +426,7 @@ def _http_chain(name: str, routes: list[Route], port: ServicePort, authz: list[H
         use_remote_address=False,
         normalize_path=True,  # meshConfig.pathNormalization BASE, Istio's default: policies see RFC 3986 paths
         server_name="istio-envoy",
-        http2_protocol_options=Http2ProtocolOptions() if port.protocol in (Protocol.HTTP2, Protocol.GRPC) else None,
+        http2_protocol_options=Http2ProtocolOptions() if port.protocol.is_http2 else None,
         http_filters=[*authz, _router_filter()],
     )
     return FilterChain(
@@ -689,7 +689,7 @@ def _target_cluster(target: ClusterTarget) -> Cluster:
             }
         ),
         typed_extension_protocol_options=upstream_http2_options(300, Http2ProtocolOptions())
-        if target.http and target.port.protocol in (Protocol.HTTP2, Protocol.GRPC)
+        if target.http and target.port.protocol.is_http2
         else {},
         transport_socket=internal_upstream_transport(),
     )
@@ -722,7 +722,8 @@ def _lb_endpoint(workload: Workload, target_port: int, cluster_id: str = "Kubern
 
 
 def load_assignment(mesh: Mesh, target: ClusterTarget) -> ClusterLoadAssignment:
-    endpoints = [_lb_endpoint(w, target.port.target_port) for w in mesh.endpoints(target.service)]
+    # per pod: a named targetPort resolves to each pod's own container port; pods without it are left out
+    endpoints = [_lb_endpoint(w, port) for w, port in mesh.port_endpoints(target.service, target.port)]
     return ClusterLoadAssignment(
         cluster_name=target.name,
         endpoints=[LocalityLbEndpoints(lb_endpoints=endpoints)] if endpoints else [],

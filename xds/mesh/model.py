@@ -17,6 +17,7 @@ from xds.ca import DEFAULT_TRUST_DOMAIN, spiffe_id
 CLUSTER_DOMAIN = "cluster.local"
 HBONE_PORT = 15008
 WAYPOINT_CLASS = "istio-waypoint"
+ROOT_NAMESPACE = "istio-system"  # Istio's default mesh root namespace: mesh-wide policies live here
 WAYPOINT_CONTROLLER = "istio.io/mesh-controller"
 GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
 
@@ -26,7 +27,6 @@ USE_WAYPOINT_NAMESPACE = "istio.io/use-waypoint-namespace"
 WAYPOINT_FOR = "istio.io/waypoint-for"
 FOR_SERVICE_ACCOUNT = "istio.io/for-service-account"
 DATAPLANE_MODE = "istio.io/dataplane-mode"
-ROOT_NAMESPACE = "istio-system"  # Istio's default meshConfig.rootNamespace
 
 
 class Protocol(enum.Enum):
@@ -40,9 +40,16 @@ class Protocol(enum.Enum):
     UDP = "udp"
     UNKNOWN = "unknown"
 
+    GRPC_WEB = "grpc-web"
+
     @property
     def is_http(self) -> bool:
-        return self in (Protocol.HTTP, Protocol.HTTP2, Protocol.GRPC)
+        return self in (Protocol.HTTP, Protocol.HTTP2, Protocol.GRPC, Protocol.GRPC_WEB)
+
+    @property
+    def is_http2(self) -> bool:
+        """Spoken as HTTP/2 to the backend (Istio's `IsHTTP2`)."""
+        return self in (Protocol.HTTP2, Protocol.GRPC, Protocol.GRPC_WEB)
 
 
 class TrafficType(enum.Enum):
@@ -100,8 +107,19 @@ class Namespace:
 class ServicePort:
     name: str
     port: int
-    target_port: int
+    target_port: int  # 0 when the targetPort is a name: it is then resolved per pod (see Mesh.target_port)
     protocol: Protocol
+    target_port_name: str = ""
+    l4_protocol: str = "TCP"  # TCP | UDP | SCTP: a named targetPort only matches a container port of this protocol
+
+
+@dataclass(frozen=True)
+class NamedPort:
+    """A pod's `containers[].ports[]` entry (or an EndpointSlice's `ports[]` entry): what a name resolves to."""
+
+    name: str
+    port: int
+    protocol: str = "TCP"
 
 
 @dataclass(frozen=True)
@@ -139,6 +157,11 @@ class Workload:
     ready: bool = True
     captured: bool = False  # in the ambient mesh: reached over HBONE on <ip>:15008
     uid: str = ""
+    container_ports: tuple[NamedPort, ...] = ()
+
+    def named_port(self, name: str, protocol: str) -> int | None:
+        """Kubernetes' `FindPort`: the container port with this name and protocol, if the pod declares one."""
+        return next((p.port for p in self.container_ports if p.name == name and p.protocol == protocol), None)
 
     @property
     def identity(self) -> str:
@@ -374,12 +397,37 @@ class PolicyCondition:
     message: str
 
 
+class MtlsMode(enum.Enum):
+    """`PeerAuthentication.mtls.mode`; UNSET (or no `mtls`) inherits from the level above."""
+
+    UNSET = "UNSET"
+    STRICT = "STRICT"
+    PERMISSIVE = "PERMISSIVE"
+    DISABLE = "DISABLE"
+
+
 @dataclass(frozen=True)
 class PeerAuthentication:
     namespace: str
     name: str
-    mode: str  # STRICT | PERMISSIVE | DISABLE
-    selector: Mapping[str, str] | None = None
+    mode: MtlsMode = MtlsMode.UNSET
+    selector: Mapping[str, str] | None = None  # None (or empty): namespace-wide, mesh-wide in the root namespace
+    port_level: Mapping[int, MtlsMode] = field(default_factory=dict)  # keyed by target (container) port
+    creation: str = ""  # RFC 3339; the oldest policy of a level wins
+
+    @property
+    def age_key(self) -> tuple[str, str]:
+        """Oldest first; ties (and local files without timestamps) broken by name, deterministically."""
+        return (self.creation, self.name)
+
+
+@dataclass(frozen=True)
+class SliceEndpoint:
+    """An address of an EndpointSlice of a Service without a selector, with the slice's ports."""
+
+    workload: Workload
+    ports: tuple[NamedPort, ...]
+    ready: bool = True
 
 
 @dataclass(frozen=True)
@@ -450,6 +498,8 @@ class Mesh:
     policies: tuple[AuthorizationPolicy, ...] = ()
     peer_authentications: tuple[PeerAuthentication, ...] = ()
     request_authentications: tuple[RequestAuthentication, ...] = ()
+    # (namespace, service) -> its EndpointSlices' addresses, for Services without a selector only
+    slice_endpoints: Mapping[tuple[str, str], tuple[SliceEndpoint, ...]] = field(default_factory=dict)
     errors: tuple[ModelError, ...] = ()
     trust_domain: str = DEFAULT_TRUST_DOMAIN
     root_namespace: str = ROOT_NAMESPACE  # policies here without a selector are mesh-wide
@@ -481,6 +531,10 @@ class Mesh:
         index: dict[tuple[str, str], tuple[Workload, ...]] = {}
         for service in self.services:
             if not service.selector:
+                # Kubernetes manages no endpoints for these: the user's EndpointSlices are the endpoints
+                slices = self.slice_endpoints.get((service.namespace, service.name), ())
+                found = {e.workload.ip: e.workload for e in slices if e.ready and e.workload.ready}
+                index[(service.namespace, service.name)] = tuple(found.values())
                 continue
             selector = tuple(service.selector.items())
             index[(service.namespace, service.name)] = tuple(
@@ -489,6 +543,38 @@ class Mesh:
                 if w.ready and all(w.labels.get(k) == v for k, v in selector)
             )
         return index
+
+    def target_port(self, service: Service, port: ServicePort, workload: Workload) -> int | None:
+        """The port `workload` serves `port` of `service` on; None when it is not an endpoint for that port
+        (a named targetPort the pod does not declare, or a slice without that port), as in Kubernetes."""
+        if not service.selector:
+            # an EndpointSlice port carries the Service port's name (an address may be in several slices)
+            for p in self.slice_ports.get((service.namespace, service.name, workload.ip), ()):
+                if p.name == port.name and p.protocol == port.l4_protocol:
+                    return p.port
+            return None
+        if port.target_port_name:
+            return workload.named_port(port.target_port_name, port.l4_protocol)
+        return port.target_port
+
+    @cached_property
+    def slice_ports(self) -> Mapping[tuple[str, str, str], tuple[NamedPort, ...]]:
+        """(namespace, selector-less service, address) -> the ports its EndpointSlices give that address."""
+        index: dict[tuple[str, str, str], tuple[NamedPort, ...]] = {}
+        for (ns, name), endpoints in self.slice_endpoints.items():
+            for e in endpoints:
+                key = (ns, name, e.workload.ip)
+                index[key] = index.get(key, ()) + e.ports
+        return index
+
+    def port_endpoints(self, service: Service, port: ServicePort) -> tuple[tuple[Workload, int], ...]:
+        """Ready endpoints of one service port, each with the target port it serves it on."""
+        out = []
+        for w in self.endpoints(service):
+            target = self.target_port(service, port, w)
+            if target is not None:
+                out.append((w, target))
+        return tuple(out)
 
     @cached_property
     def workload_services(self) -> Mapping[tuple[str, str], tuple[Service, ...]]:
@@ -506,6 +592,13 @@ class Mesh:
         found |= {s.namespace for s in self.services if USE_WAYPOINT in s.labels}
         found |= {w.namespace for w in self.workloads if USE_WAYPOINT in w.labels}
         return frozenset(found)
+
+    @cached_property
+    def peer_authentications_by_namespace(self) -> Mapping[str, tuple[PeerAuthentication, ...]]:
+        index: dict[str, list[PeerAuthentication]] = {}
+        for p in self.peer_authentications:
+            index.setdefault(p.namespace, []).append(p)
+        return {ns: tuple(ps) for ns, ps in index.items()}
 
     @cached_property
     def workloads_by_namespace(self) -> Mapping[str, tuple[Workload, ...]]:

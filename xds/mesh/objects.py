@@ -33,6 +33,8 @@ from xds.mesh.model import (
     JwtRule,
     Mesh,
     ModelError,
+    MtlsMode,
+    NamedPort,
     Namespace,
     ObjectRef,
     Operation,
@@ -46,6 +48,7 @@ from xds.mesh.model import (
     RouteRule,
     Service,
     ServicePort,
+    SliceEndpoint,
     Source,
     TrafficType,
     Waypoint,
@@ -91,19 +94,62 @@ def _port_number(value: Any, field: str) -> int:
     return value
 
 
-def port_protocol(name: str, app_protocol: str | None, l4_protocol: str) -> Protocol:
-    """Istio's protocol selection: UDP by L4 protocol, then appProtocol, then the name prefix."""
+# Ports Istio treats as TCP when nothing names their protocol (protocol sniffing would break them).
+WELL_KNOWN_TCP_PORTS = frozenset({25, 53, 3306, 27017})  # SMTP, DNS, MySQL, MongoDB
+_PROTOCOL_NAMES = {
+    "http": Protocol.HTTP,
+    "http_proxy": Protocol.HTTP,
+    "http2": Protocol.HTTP2,
+    "grpc": Protocol.GRPC,
+    "grpc-web": Protocol.GRPC_WEB,
+    "tcp": Protocol.TCP,
+    "mongo": Protocol.TCP,  # Istio's Mongo/Redis/MySQL are plain TCP to a proxy without their filters
+    "redis": Protocol.TCP,
+    "mysql": Protocol.TCP,
+    "tls": Protocol.TLS,
+    "https": Protocol.TLS,  # HTTPS: TLS the waypoint passes through as TCP
+    "udp": Protocol.UDP,
+}
+# Kubernetes' standard appProtocol values (only ever in appProtocol, never a port name).
+_KUBERNETES_APP_PROTOCOLS = {
+    "kubernetes.io/h2c": Protocol.HTTP2,
+    "kubernetes.io/ws": Protocol.HTTP,
+    "kubernetes.io/wss": Protocol.TLS,
+}
+
+
+def port_protocol(name: str, app_protocol: str | None, l4_protocol: str, port: int = 0) -> Protocol:
+    """Istio's `ConvertProtocol`: UDP by L4 protocol; else `appProtocol` when set (the port name is then not
+    read at all), else the port name; `grpc-web…`, then the part before the first '-', case-insensitive;
+    unknown names on well-known ports are TCP."""
     if l4_protocol.upper() == "UDP":
         return Protocol.UDP
-    for candidate in (app_protocol or "", name.split("-", 1)[0]):
-        value = candidate.lower()
-        if value in ("http", "http2", "grpc", "tcp", "tls"):
-            return Protocol(value)
-        if value in ("https",):
-            return Protocol.TLS
-        if value in ("h2c", "kubernetes.io/h2c", "grpc-web"):
-            return Protocol.HTTP2
-    return Protocol.UNKNOWN
+    value = name
+    if app_protocol is not None:
+        value = app_protocol
+        if value in _KUBERNETES_APP_PROTOCOLS:
+            return _KUBERNETES_APP_PROTOCOLS[value]
+    if value[:8].lower() == "grpc-web":
+        return Protocol.GRPC_WEB
+    protocol = _PROTOCOL_NAMES.get(value.split("-", 1)[0].lower(), Protocol.UNKNOWN)  # "udp-…" is UDP, as Istio
+    if protocol is Protocol.UNKNOWN and port in WELL_KNOWN_TCP_PORTS:
+        return Protocol.TCP
+    return protocol
+
+
+def _port_name(value: Any, field: str) -> str:
+    """A named targetPort / container port name: an IANA_SVC_NAME, as Kubernetes validates it."""
+    text = str(value)
+    if (
+        not 0 < len(text) <= 15
+        or not all(c.islower() or c.isdigit() or c == "-" for c in text)
+        or not any(c.isalpha() for c in text)
+        or text.startswith("-")
+        or text.endswith("-")
+        or "--" in text
+    ):
+        raise InvalidField(field, f"must be a port number or an IANA service name, got {value!r}")
+    return text
 
 
 def parse_namespace(obj: KubeObject) -> Namespace:
@@ -117,15 +163,21 @@ def parse_service(obj: KubeObject, namespace: str) -> Service:
         field = f"spec.ports[{i}]"
         number = _port_number(raw.get("port"), f"{field}.port")
         target = raw.get("targetPort", number)
+        target_name = ""
         if isinstance(target, str):
-            # A named targetPort resolves per pod; pods here declare no ports, so use the service port.
-            target = number
+            # A named targetPort resolves per pod from its container ports (`Mesh.target_port`).
+            target_name, target = _port_name(target, f"{field}.targetPort"), 0
+        else:
+            target = _port_number(target, f"{field}.targetPort")
+        l4 = str(raw.get("protocol") or "TCP")
         ports.append(
             ServicePort(
                 name=str(raw.get("name", "")),
                 port=number,
-                target_port=_port_number(target, f"{field}.targetPort"),
-                protocol=port_protocol(str(raw.get("name", "")), raw.get("appProtocol"), raw.get("protocol", "TCP")),
+                target_port=target,
+                protocol=port_protocol(str(raw.get("name", "")), raw.get("appProtocol"), l4, number),
+                target_port_name=target_name,
+                l4_protocol=l4,
             )
         )
     vips: list[str] = []
@@ -163,10 +215,23 @@ def parse_pod(obj: KubeObject, namespace: str, namespaces: Mapping[str, Namespac
     captured = labels.get(DATAPLANE_MODE) != "none" and (
         labels.get(DATAPLANE_MODE) == "ambient" or (ns is not None and ns.ambient)
     )
+    container_ports = []
+    for c, container in enumerate(spec.get("containers") or []):
+        for i, raw in enumerate(container.get("ports") or []):
+            if raw.get("name"):
+                field = f"spec.containers[{c}].ports[{i}]"
+                container_ports.append(
+                    NamedPort(
+                        name=_port_name(raw["name"], f"{field}.name"),
+                        port=_port_number(raw.get("containerPort"), f"{field}.containerPort"),
+                        protocol=str(raw.get("protocol") or "TCP"),
+                    )
+                )
     return Workload(
         namespace=namespace,
         name=_meta(obj)["name"],
         ip=str(ip),
+        container_ports=tuple(container_ports),
         service_account=str(spec.get("serviceAccountName") or "default"),
         node=str(spec.get("nodeName") or ""),
         labels=labels,
@@ -512,17 +577,61 @@ def parse_authorization_policy(obj: KubeObject, namespace: str) -> Authorization
     )
 
 
+def _mtls_mode(value: Any, field: str) -> MtlsMode:
+    """`{mode: ...}`; no `mtls` or no `mode` is UNSET (inherit), as in Istio's API."""
+    if value is None:
+        return MtlsMode.UNSET
+    if not isinstance(value, Mapping):
+        raise InvalidField(field, f"must be a map, got {type(value).__name__}")
+    unknown = sorted(set(value) - {"mode"})
+    if unknown:
+        raise InvalidField(f"{field}.{unknown[0]}", "is not a PeerAuthentication field")
+    raw = value.get("mode")
+    if raw is None:
+        return MtlsMode.UNSET
+    try:
+        return MtlsMode(str(raw))
+    except ValueError as exc:
+        raise InvalidField(f"{field}.mode", f"unsupported mode {raw!r} (UNSET, STRICT, PERMISSIVE or DISABLE)") from exc
+
+
 def parse_peer_authentication(obj: KubeObject, namespace: str) -> PeerAuthentication:
+    """security.istio.io/v1 PeerAuthentication, validated as Istio's `ValidatePeerAuthentication` does."""
     spec = obj.get("spec") or {}
-    mode = str((spec.get("mtls") or {}).get("mode") or "PERMISSIVE")
-    if mode not in ("STRICT", "PERMISSIVE", "DISABLE", "UNSET"):
-        raise InvalidField("spec.mtls.mode", f"unsupported mode {mode!r}")
-    selector = spec.get("selector")
+    if not isinstance(spec, Mapping):
+        raise InvalidField("spec", "must be a map")
+    unknown = sorted(set(spec) - {"selector", "mtls", "portLevelMtls"})
+    if unknown:
+        raise InvalidField(f"spec.{unknown[0]}", "is not a PeerAuthentication field")
+    selector_raw = spec.get("selector")
+    selector: dict[str, str] | None = None
+    if selector_raw is not None:
+        if not isinstance(selector_raw, Mapping):
+            raise InvalidField("spec.selector", "must be a map")
+        extra = sorted(set(selector_raw) - {"matchLabels"})
+        if extra:
+            raise InvalidField(f"spec.selector.{extra[0]}", "is not a WorkloadSelector field (only matchLabels)")
+        selector = _str_map(selector_raw.get("matchLabels"), "spec.selector.matchLabels") or None
+    port_level: dict[int, MtlsMode] = {}
+    raw_ports = spec.get("portLevelMtls")
+    if raw_ports is not None:
+        if not isinstance(raw_ports, Mapping):
+            raise InvalidField("spec.portLevelMtls", "must be a map of port number to {mode}")
+        if raw_ports and selector is None:
+            raise InvalidField("spec.portLevelMtls", "mesh/namespace-wide PeerAuthentication cannot have portLevelMtls")
+        for key, value in raw_ports.items():
+            field = f"spec.portLevelMtls[{key}]"
+            text = str(key)
+            if not text.isdigit() or int(text) == 0:
+                raise InvalidField(field, f"port in portLevelMtls must be 1-65535, got {key!r}")
+            port_level[_port_number(int(text), field)] = _mtls_mode(value, field)
     return PeerAuthentication(
         namespace=namespace,
         name=_meta(obj)["name"],
-        mode=mode,
-        selector=_str_map(selector.get("matchLabels"), "spec.selector.matchLabels") if selector else None,
+        mode=_mtls_mode(spec.get("mtls"), "spec.mtls"),
+        selector=selector,
+        port_level=dict(sorted(port_level.items())),
+        creation=str(_meta(obj).get("creationTimestamp") or ""),
     )
 
 
@@ -765,24 +874,47 @@ def parse_request_authentication(
     )
 
 
-def _endpoint_slice_workloads(obj: KubeObject, namespace: str, known_ips: set[str], ambient: bool) -> list[Workload]:
-    """Endpoints no Pod object describes (the API server has no kubelet in tests): bare workloads."""
+def _slice_ports(obj: KubeObject) -> tuple[NamedPort, ...]:
+    out = []
+    for i, raw in enumerate(obj.get("ports") or []):
+        if raw.get("port") is None:
+            continue  # no port: "all ports", which only a selector-less headless service may use
+        out.append(
+            NamedPort(
+                name=str(raw.get("name") or ""),
+                port=_port_number(raw.get("port"), f"ports[{i}].port"),
+                protocol=str(raw.get("protocol") or "TCP"),
+            )
+        )
+    return tuple(out)
+
+
+def _endpoint_slice_workloads(
+    obj: KubeObject, namespace: str, known: Mapping[str, Workload], ambient: bool
+) -> list[tuple[Workload, bool, bool]]:
+    """Each address of the slice as (workload, ready, new): a Pod object's workload when one has the IP,
+    else a bare workload (the test API server has no kubelet, and selector-less services point anywhere)."""
     service = _labels(obj).get("kubernetes.io/service-name", "")
     out = []
     for ep in obj.get("endpoints") or []:
         ready = (ep.get("conditions") or {}).get("ready", True) is not False
         for ip in ep.get("addresses") or []:
-            if ip in known_ips:
+            if ip in known:
+                out.append((known[ip], ready, False))
                 continue
             ref = ep.get("targetRef") or {}
             out.append(
-                Workload(
-                    namespace=namespace,
-                    name=str(ref.get("name") or f"{service}-{ip}"),
-                    ip=str(ip),
-                    labels={"kubernetes.io/service-name": service} if service else {},
-                    ready=ready,
-                    captured=ambient,
+                (
+                    Workload(
+                        namespace=namespace,
+                        name=str(ref.get("name") or f"{service}-{ip}"),
+                        ip=str(ip),
+                        labels={"kubernetes.io/service-name": service} if service else {},
+                        ready=ready,
+                        captured=ambient,
+                    ),
+                    ready,
+                    True,
                 )
             )
     return out
@@ -861,14 +993,24 @@ def mesh_from_objects(
             fail(obj, e.field, e.message)
         except (TypeError, AttributeError, KeyError) as e:
             fail(obj, "spec", f"malformed: {e}")
-    known_ips = {w.ip for w in workloads}
+    known: dict[str, Workload] = {w.ip: w for w in workloads}
+    selectorless = {(s.namespace, s.name) for s in services if not s.selector}
+    slice_endpoints: dict[tuple[str, str], list[SliceEndpoint]] = {}
     for obj in slices:
         try:
             slice_ns = namespaces.get(ns_of(obj))
-            workloads.extend(
-                _endpoint_slice_workloads(obj, ns_of(obj), known_ips, slice_ns is not None and slice_ns.ambient)
-            )
-        except (InvalidField, TypeError, AttributeError) as e:
+            found = _endpoint_slice_workloads(obj, ns_of(obj), known, slice_ns is not None and slice_ns.ambient)
+            key = (ns_of(obj), _labels(obj).get("kubernetes.io/service-name", ""))
+            ports = _slice_ports(obj) if key in selectorless else ()
+            for wl, ready, new in found:
+                if new:
+                    known[wl.ip] = wl
+                    workloads.append(wl)
+                if key in selectorless:
+                    slice_endpoints.setdefault(key, []).append(SliceEndpoint(wl, ports, ready))
+        except InvalidField as e:
+            fail(obj, e.field, e.message)
+        except (TypeError, AttributeError) as e:
             fail(obj, "endpoints", str(e))
 
     def by_key(items: list[Any]) -> tuple[Any, ...]:
@@ -883,6 +1025,7 @@ def mesh_from_objects(
         policies=by_key(policies),
         peer_authentications=by_key(peer_auths),
         request_authentications=by_key(request_authns),
+        slice_endpoints={k: tuple(v) for k, v in sorted(slice_endpoints.items())},
         errors=tuple(errors),
         root_namespace=root_namespace,
     )
