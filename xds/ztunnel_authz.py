@@ -134,9 +134,13 @@ def scope(mesh: Mesh, policy: AuthorizationPolicy) -> AuthzScope:
     return AuthzScope.GLOBAL if policy.namespace == mesh.root_namespace else AuthzScope.NAMESPACE
 
 
+def enforced_by_ztunnels(policy: AuthorizationPolicy) -> bool:
+    return not policy.target_refs and policy.action in (PolicyAction.ALLOW, PolicyAction.DENY)
+
+
 def authorization(mesh: Mesh, policy: AuthorizationPolicy) -> Authorization | None:
     """The ztunnel resource for a policy, or None when ztunnels do not enforce it (see module doc)."""
-    if policy.target_refs or policy.action not in (PolicyAction.ALLOW, PolicyAction.DENY):
+    if not enforced_by_ztunnels(policy):
         return None
     rules = [r for r in (_rule(policy.action, rule) for rule in policy.rules) if r is not None]
     return Authorization(

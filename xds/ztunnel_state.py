@@ -88,9 +88,9 @@ def workload_resource(mesh: Mesh, workload: Workload) -> tuple[str, Address]:
     policies = [
         p.key
         for p in mesh.policies
-        if _selected_by(mesh, p, workload) and ztunnel_authz.authorization(mesh, p) is not None
+        if _selected_by(mesh, p, workload) and ztunnel_authz.enforced_by_ztunnels(p)
     ]
-    policies += peer_authentication.workload_policy_keys(mesh, workload)
+    policies += peer_authentication.workload_policy_keys(mesh, workload, mesh.root_namespace)
     return uid, Address(
         workload=ApiWorkload(
             uid=uid,
@@ -140,7 +140,7 @@ def ztunnel_resources(mesh: Mesh) -> Snapshot:
     addresses = [workload_resource(mesh, w) for w in mesh.workloads]
     addresses += [service_resource(mesh, s) for s in mesh.services]
     policies = [p for p in (policy_resource(mesh, x) for x in mesh.policies) if p is not None]
-    policies += peer_authentication.ztunnel_policies(mesh)
+    policies += peer_authentication.ztunnel_policies(mesh, mesh.root_namespace)
     return Snapshot.build({resources.ADDRESS: addresses, resources.AUTHORIZATION: policies})
 
 

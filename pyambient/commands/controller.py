@@ -58,6 +58,7 @@ async def _serve(args: argparse.Namespace, settings: ControllerSettings) -> int:
     # Imported here so `pyambient --help` does not load grpc and the kubernetes client.
     from waypoint.controller import WaypointController
     from waypoint.kube.api import KubeApi, api_client_from_kubeconfig
+    from waypoint.policystatus import PolicyStatusWriter
     from xds.controlplane import ControlPlane
     from xds.mesh.objects import mesh_from_objects
 
@@ -65,10 +66,14 @@ async def _serve(args: argparse.Namespace, settings: ControllerSettings) -> int:
     port = await control_plane.start(args.xds_address)
     log.info("xDS server listening on port %d", port)
 
-    def publish(objects: list[dict[str, Any]]) -> None:
-        control_plane.update(mesh_from_objects(objects))
-
     api = KubeApi(api_client_from_kubeconfig(args.kubeconfig))
+    policy_status = PolicyStatusWriter(api)
+
+    def publish(objects: list[dict[str, Any]]) -> None:
+        mesh = mesh_from_objects(objects)
+        control_plane.update(mesh)
+        policy_status.write(objects, mesh)  # Istio's ZtunnelAccepted/WaypointAccepted conditions
+
     controller = WaypointController(api, settings, publish=publish)
     controller.start()
 

@@ -15,8 +15,9 @@ Where the attributes come from at `main_internal` chains:
 - the peer identity: filter state `io.istio.peer_principal` that `connect_terminate` shared from the
   client certificate (principals, namespaces, source.principal, source.namespace);
 - the client address: `connect_terminate` shares `%DOWNSTREAM_REMOTE_ADDRESS%` as the original_dst
-  remote address, so `direct_remote_ip` is the client's own IP (ipBlocks, source.ip), and `remote_ip`
-  is the HCM's view (the last x-forwarded-for entry, as `use_remote_address: false`; remoteIpBlocks);
+  remote address; ipBlocks and source.ip match that filter state object (see `_direct_ip`), and
+  `remote_ip` is the HCM's view: the last x-forwarded-for entry (`use_remote_address: false`), else the
+  restored client address (remoteIpBlocks, remote.ip);
 - the destination: the VIP and service port the original_dst filter restored (ports, destination.*);
 - JWT: dynamic metadata `envoy.filters.http.jwt_authn` → `payload` written by jwt_authn (placed before
   RBAC, `payload_in_metadata: payload`) for requestPrincipals and `request.auth.*`.
@@ -48,6 +49,7 @@ from envoy_data_plane.envoy.extensions.filters.http.rbac.v3 import Rbac as HttpR
 from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3 import HttpFilter
 from envoy_data_plane.envoy.extensions.filters.network.rbac.v3 import Rbac as NetworkRbac
 from envoy_data_plane.envoy.type.matcher.v3 import (
+    AddressMatcher,
     FilterStateMatcher,
     ListMatcher,
     MetadataMatcher,
@@ -58,6 +60,7 @@ from envoy_data_plane.envoy.type.matcher.v3 import (
     StringMatcher,
     ValueMatcher,
 )
+from envoy_data_plane.xds.core.v3 import CidrRange as XdsCidrRange
 
 from xds.envoy.common import pack
 from xds.mesh.model import (
@@ -74,6 +77,7 @@ from xds.mesh.model import (
 )
 
 PEER_PRINCIPAL = "io.istio.peer_principal"
+ORIGINAL_DST_REMOTE_IP = "envoy.filters.listener.original_dst.remote_ip"
 JWT_FILTER = "envoy.filters.http.jwt_authn"
 JWT_PAYLOAD = "payload"
 
@@ -153,6 +157,11 @@ def _header(name: str, value: str) -> HeaderMatcher:
 def _cidr(value: str) -> CidrRange:
     net = ipaddress.ip_network(value, strict=False)  # validated by the parser
     return CidrRange(address_prefix=str(net.network_address), prefix_len=net.prefixlen)
+
+
+def _xds_cidr(value: str) -> XdsCidrRange:
+    net = ipaddress.ip_network(value, strict=False)
+    return XdsCidrRange(address_prefix=str(net.network_address), prefix_len=net.prefixlen)
 
 
 def _payload(path: list[str], value: ValueMatcher) -> Principal:
@@ -260,7 +269,11 @@ def _peer_namespace(value: str) -> Principal:
 
 
 def _direct_ip(value: str) -> Principal:
-    return Principal(direct_remote_ip=_cidr(value))
+    """The client's own address. At internal chains Envoy's `direct_remote_ip` is the internal listener's
+    peer (`envoy://internal_client_address/`), not an IP, so match the address `connect_terminate` took
+    from the TCP peer and shared (the original_dst remote address object; not spoofable by headers)."""
+    addresses = AddressMatcher(ranges=[_xds_cidr(value)])
+    return Principal(filter_state=FilterStateMatcher(key=ORIGINAL_DST_REMOTE_IP, address_match=addresses))
 
 
 def _remote_ip(value: str) -> Principal:
