@@ -35,8 +35,9 @@ from waypoint.kube.watch import Informer
 from waypoint.meshfeed import MeshFeed, Publisher
 from waypoint.names import NAME_OVERRIDE, SERVICE_NAME_LABEL
 from waypoint.queue import WorkQueue
-from waypoint.reconcile import GatewayClassKey, GatewayKey, Reconciler, manual_deployment_service
+from waypoint.reconcile import GatewayClassKey, GatewayKey, HTTPRouteKey, Reconciler, manual_deployment_service
 from waypoint.settings import ControllerSettings
+from waypoint.unimplemented import report_unimplemented
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ RECONCILE_ONLY_RESOURCES: tuple[Resource, ...] = (DEPLOYMENTS, GATEWAY_CLASSES)
 # Children whose changes requeue their owning Gateway.
 CHILD_KINDS = frozenset({"Service", "Deployment", "ServiceAccount"})
 
-WorkKey = GatewayKey | GatewayClassKey
+WorkKey = GatewayKey | GatewayClassKey | HTTPRouteKey
 
 
 class WaypointController:
@@ -68,6 +69,7 @@ class WaypointController:
         self._workers: list[threading.Thread] = []
         self._stopping = threading.Event()
         self.reconcile_errors = 0
+        self.unimplemented_kinds: dict[str, int] | None = None  # set once at start-up
 
     # -- ClusterView (the reconciler reads the caches through these) --------------------------
 
@@ -96,6 +98,10 @@ class WaypointController:
             self._workers.append(worker)
         if self.mesh_feed is not None:
             threading.Thread(target=self._start_feed_when_synced, name="mesh-feed-start", daemon=True).start()
+        threading.Thread(target=self._report_unimplemented_kinds, name="unimplemented-kinds", daemon=True).start()
+
+    def _report_unimplemented_kinds(self) -> None:
+        self.unimplemented_kinds = report_unimplemented(self._api)
 
     def wait_synced(self, timeout: float | None = None) -> bool:
         return all(informer.synced.wait(timeout) for informer in self.informers.values())
@@ -146,7 +152,14 @@ class WaypointController:
             for gateway in self.items(GATEWAYS):
                 if (gateway.get("metadata") or {}).get("namespace") == meta.get("name"):
                     self._enqueue_gateway(gateway)
-        elif kind in CHILD_KINDS:
+        elif kind == "HTTPRoute":
+            self.queue.add(HTTPRouteKey(namespace, str(meta.get("name"))))
+        if kind == "Service" and (old is None or new is None):
+            # A Service appearing or going changes whether routes' parents and backends resolve.
+            for route in self.items(HTTP_ROUTES):
+                if (route.get("metadata") or {}).get("namespace") == namespace:
+                    self.queue.add(HTTPRouteKey(namespace, str((route.get("metadata") or {}).get("name"))))
+        if kind in CHILD_KINDS:
             for owner in meta.get("ownerReferences") or ():
                 if owner.get("kind") == "Gateway" and str(owner.get("apiVersion", "")).startswith("gateway."):
                     self.queue.add(GatewayKey(namespace, str(owner.get("name"))))
@@ -181,6 +194,9 @@ class WaypointController:
                     self.queue.add_after(key, 0.1)
                 elif isinstance(key, GatewayKey):
                     self.reconciler.reconcile_gateway(key)
+                    self.queue.forget(key)
+                elif isinstance(key, HTTPRouteKey):
+                    self.reconciler.reconcile_httproute(key)
                     self.queue.forget(key)
                 else:
                     self.reconciler.reconcile_gateway_class(key)

@@ -27,6 +27,7 @@ from waypoint.kube.api import (
     ENDPOINT_SLICES,
     GATEWAY_CLASSES,
     GATEWAYS,
+    HTTP_ROUTES,
     RESOURCES_BY_KIND,
     SERVICES,
     ApiError,
@@ -41,6 +42,7 @@ from waypoint.names import (
     WAYPOINT_CONTROLLER,
 )
 from waypoint.render import RenderError, render_waypoint, waypoint_names
+from waypoint.routestatus import httproute_status, route_status_matches, route_verdict
 from waypoint.settings import RenderSettings
 from waypoint.status import Problem, gateway_class_status, gateway_status
 
@@ -63,6 +65,12 @@ class GatewayKey:
 
 @dataclass(frozen=True, order=True)
 class GatewayClassKey:
+    name: str
+
+
+@dataclass(frozen=True, order=True)
+class HTTPRouteKey:
+    namespace: str
     name: str
 
 
@@ -163,6 +171,21 @@ class Reconciler:
         desired = gateway_class_status(gateway_class, now=utc_now())
         if not status_matches(gateway_class.get("status"), desired):
             self._write_status(GATEWAY_CLASSES, gateway_class, desired)
+
+    # -- HTTPRoute (Service parents) ------------------------------------------------------------
+
+    def reconcile_httproute(self, key: HTTPRouteKey) -> None:
+        route = self._view.get(HTTP_ROUTES, key.namespace, key.name)
+        if route is None:
+            return
+        desired = httproute_status(route, self._view.items(SERVICES), now=utc_now())
+        if not desired["parents"] and not (route.get("status") or {}).get("parents"):
+            return  # no Service parent: another controller's route
+        if not route_status_matches(route.get("status"), desired):
+            verdict = route_verdict(route)
+            if verdict is not None:
+                log.warning("HTTPRoute %s/%s refused: %s (%s)", key.namespace, key.name, verdict[1], verdict[0])
+            self._write_status(HTTP_ROUTES, route, desired)
 
     def _write_status(self, resource: Resource, obj: Mapping[str, Any], status: dict[str, Any]) -> None:
         meta = obj.get("metadata") or {}

@@ -33,16 +33,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from xds.mesh.files import load_directory  # imported here: `pyambient --help` stays fast
+    from xds.mesh.files import load_directory, unknown_kinds_line  # imported here: `pyambient --help` stays fast
 
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     try:
         mesh = load_directory(args.mesh)
+        unknown = unknown_kinds_line(args.mesh)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if unknown:
+        log.warning("%s", unknown)  # once, at start-up: the field-level errors are logged on every change
     return asyncio.run(_serve(args.mesh, args.xds_address, mesh, args.metrics_address, args.ca_dir))
 
 

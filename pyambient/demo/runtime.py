@@ -20,7 +20,7 @@ from pyambient.runtime.envoy import EnvoyProcess, free_port, wait_until
 from pyambient.runtime.processes import stop_process
 from xds import resources
 from xds.envoy.bootstrap import WaypointNode
-from xds.mesh.files import DirectoryWatcher, load_directory
+from xds.mesh.files import DirectoryWatcher, load_directory, unknown_kinds_line
 
 ZTUNNEL_PORTS = {"socks5": 15080, "admin": 15000, "metrics": 15020, "readiness": 15021}
 
@@ -58,6 +58,9 @@ class DemoMesh:
         mesh = load_directory(self.mesh_dir)
         for error in mesh.errors:
             print(f"  mesh: {error}", file=self.log)
+        unknown = unknown_kinds_line(self.mesh_dir)
+        if unknown:
+            print(f"  mesh: {unknown}", file=self.log)
         self.plan = plan(mesh)
         self.control = ControlPlaneThread(mesh).start()
         self.watcher = DirectoryWatcher(self.mesh_dir, self.control.control_plane.update).start()

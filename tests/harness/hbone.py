@@ -133,8 +133,11 @@ class HboneClient:
             self._flush()
 
 
-def http_get(host: str = "svc", *, method: str = "GET", path: str = "/") -> bytes:
-    return f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode()
+def http_get(
+    host: str = "svc", *, method: str = "GET", path: str = "/", headers: tuple[tuple[str, str], ...] = ()
+) -> bytes:
+    extra = "".join(f"{name}: {value}\r\n" for name, value in headers)
+    return f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n".encode()
 
 
 @dataclass(frozen=True)

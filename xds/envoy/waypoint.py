@@ -54,6 +54,7 @@ from envoy_data_plane.envoy.config.route.v3 import (
     RetryPolicyRetryHostPredicate,
     Route,
     RouteAction,
+    RouteActionClusterNotFoundResponseCode,
     RouteActionUpgradeConfig,
     RouteActionUpgradeConfigConnectConfig,
     RouteConfiguration,
@@ -87,7 +88,6 @@ from envoy_data_plane.envoy.extensions.matching.common_inputs.network.v3 import 
 )
 from envoy_data_plane.envoy.extensions.retry.host.previous_hosts.v3 import PreviousHostsPredicate
 from envoy_data_plane.envoy.extensions.transport_sockets.tls.v3 import DownstreamTlsContext, UpstreamTlsContext
-from envoy_data_plane.envoy.type.matcher.v3 import RegexMatcher
 from envoy_data_plane.envoy.type.metadata.v3 import MetadataKey, MetadataKeyPathSegment
 from envoy_data_plane.envoy.type.v3 import Int32Range
 from envoy_data_plane.google.protobuf import StringValue, Struct, Value
@@ -100,6 +100,7 @@ from envoy_data_plane.xds.type.matcher.v3 import (
 )
 
 from xds.envoy import jwt, rbac
+from xds.envoy import routes as routes_envoy
 from xds.envoy.common import (
     ORIGINAL_DST_METADATA,
     ads,
@@ -112,11 +113,10 @@ from xds.envoy.common import (
     socket_address,
     upstream_http2_options,
 )
-from xds.mesh import binding
+from xds.mesh import binding, route_precedence
 from xds.mesh.model import (
     HBONE_PORT,
     AuthorizationPolicy,
-    HTTPRoute,
     Mesh,
     Protocol,
     Service,
@@ -314,17 +314,6 @@ def _default_retry_policy() -> RetryPolicy:
     )
 
 
-def _route_match(kind: str, value: str) -> RouteMatch:
-    if kind == "Exact":
-        return RouteMatch(path=value)
-    if kind == "RegularExpression":
-        return RouteMatch(safe_regex=RegexMatcher(regex=value))
-    if value in ("", "/"):
-        return RouteMatch(prefix="/")
-    # Gateway API PathPrefix matches whole segments: /foo matches /foo and /foo/bar, not /foobar.
-    return RouteMatch(path_separated_prefix=value.rstrip("/"))
-
-
 def _routes_for(
     mesh: Mesh,
     service: Service,
@@ -332,64 +321,68 @@ def _routes_for(
     owned: frozenset[tuple[str, str]],
     targets: dict[str, ClusterTarget],
 ) -> list[Route]:
-    """HTTPRoutes whose parent is this service (and port), then the default route."""
+    """The HTTPRoutes whose parent is this service (and port), in Istio's precedence order; else the default.
+
+    As in Istio's `waypointInboundRoute`, attached routes replace the default route: a request no
+    rule matches gets 404 (Envoy "no route"), it is not sent to the service anyway.
+    """
     default_cluster = vip_cluster_name(port.port, "http", service.hostname)
-    attached: list[HTTPRoute] = [
-        r
-        for r in mesh.routes
-        if any(ns == service.namespace and name == service.name and p in (None, port.port) for ns, name, p in r.parents)
-        and r.namespace in (service.namespace,)
-    ]
-    attached.sort(key=lambda r: (r.creation, r.namespace, r.name))
-    routes: list[Route] = []
-    catch_all = False
-    for http_route in attached:
-        for index, rule in enumerate(http_route.rules):
-            clusters: list[WeightedClusterClusterWeight] = []
-            for backend in rule.backends:
-                target = _backend_target(mesh, backend.namespace, backend.name, backend.port, port, owned)
-                if target is None:
-                    clusters.append(WeightedClusterClusterWeight(name="UnknownService", weight=backend.weight))
-                    continue
-                targets.setdefault(target.name, target)
-                if backend.weight > 0:
-                    clusters.append(WeightedClusterClusterWeight(name=target.name, weight=backend.weight))
-            matches = [_route_match(m.kind, m.value) for m in rule.matches] or [RouteMatch(prefix="/")]
-            for match in matches:
-                route = Route(
-                    name=f"{http_route.namespace}.{http_route.name}.{index}",
-                    match=match,
-                    decorator=Decorator(operation=f"{service.hostname}:{port.port}/*"),
-                )
-                if not rule.backends:
-                    route.route = RouteAction(
-                        cluster=default_cluster, timeout=seconds(0), retry_policy=_default_retry_policy()
-                    )
-                elif not clusters:
-                    # Gateway API: every backend weighted 0 → 500.
-                    route.direct_response = DirectResponseAction(status=500)
-                elif len(clusters) == 1:
-                    route.route = RouteAction(
-                        cluster=clusters[0].name, timeout=seconds(0), retry_policy=_default_retry_policy()
-                    )
-                else:
-                    route.route = RouteAction(
-                        weighted_clusters=WeightedCluster(clusters=clusters),
-                        timeout=seconds(0),
-                        retry_policy=_default_retry_policy(),
-                    )
-                routes.append(route)
-                catch_all = catch_all or match.prefix == "/"
-    if not catch_all:
-        routes.append(
+    decorator = Decorator(operation=f"{service.hostname}:{port.port}/*")
+    entries = route_precedence.ordered_entries(
+        route_precedence.attached_routes(mesh.routes, service.namespace, service.name, port.port)
+    )
+    if not entries:
+        return [
             Route(
                 name="default",
                 match=RouteMatch(prefix="/"),
-                decorator=Decorator(operation=f"{service.hostname}:{port.port}/*"),
+                decorator=decorator,
                 route=RouteAction(cluster=default_cluster, timeout=seconds(0), retry_policy=_default_retry_policy()),
             )
-        )
+        ]
+    routes: list[Route] = []
+    for entry in entries:
+        clusters: list[WeightedClusterClusterWeight] = []
+        for backend in entry.rule.backends:
+            target = _backend_target(mesh, backend.namespace, backend.name, backend.port, port, owned)
+            if target is None:
+                clusters.append(WeightedClusterClusterWeight(name="UnknownService", weight=backend.weight))
+                continue
+            targets.setdefault(target.name, target)
+            if backend.weight > 0:
+                clusters.append(WeightedClusterClusterWeight(name=target.name, weight=backend.weight))
+        route = Route(name=entry.name, match=routes_envoy.route_match(entry.match), decorator=decorator)
+        routes_envoy.apply_header_filters(route, entry.rule.request_headers, entry.rule.response_headers)
+        if not clusters and entry.rule.backends:
+            # Gateway API: every backend weighted 0 → 500.
+            route.direct_response = DirectResponseAction(status=500)
+        else:
+            route.route = _route_action(
+                default_cluster if not entry.rule.backends else clusters[0].name if len(clusters) == 1 else None,
+                clusters,
+                entry.rule.timeout or 0.0,
+            )
+        routes.append(route)
     return routes
+
+
+def _route_action(cluster: str | None, clusters: list[WeightedClusterClusterWeight], timeout: float) -> RouteAction:
+    """An HTTPRoute rule's action as Istio's `TranslateRoute` writes it (gateway route semantics).
+
+    `max_grpc_timeout` follows the route timeout (so a client's grpc-timeout header is honoured up to
+    it), and a backend that does not resolve (`UnknownService`) answers 500, as the Gateway API asks.
+    """
+    action = RouteAction(
+        timeout=seconds(timeout),
+        max_grpc_timeout=seconds(timeout),
+        cluster_not_found_response_code=RouteActionClusterNotFoundResponseCode.INTERNAL_SERVER_ERROR,
+        retry_policy=_default_retry_policy(),
+    )
+    if cluster is None:
+        action.weighted_clusters = WeightedCluster(clusters=clusters)
+    else:
+        action.cluster = cluster
+    return action
 
 
 def _backend_target(

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from xds.mesh.fields import describe_unknown_kinds, unknown_kinds
 from xds.mesh.model import Mesh, ModelError, ObjectRef
 from xds.mesh.objects import mesh_from_objects
 
@@ -27,6 +28,13 @@ def _files(directory: Path) -> list[Path]:
 
 def load_directory(directory: Path) -> Mesh:
     """Every object of every file; a file that does not parse becomes an error naming it."""
+    objects, sources, errors = read_directory(directory)
+    mesh = mesh_from_objects(objects, sources=sources)
+    return dataclasses.replace(mesh, errors=tuple(errors) + mesh.errors)
+
+
+def read_directory(directory: Path) -> tuple[list[dict[str, Any]], dict[int, str], list[ModelError]]:
+    """The objects of every file, the file each came from (by id), and the files that do not parse."""
     if not directory.is_dir():
         raise FileNotFoundError(f"mesh directory {directory} does not exist")
     objects: list[dict[str, Any]] = []
@@ -53,8 +61,12 @@ def load_directory(directory: Path) -> Mesh:
                     continue
                 objects.append(item)
                 sources[id(item)] = str(path)
-    mesh = mesh_from_objects(objects, sources=sources)
-    return dataclasses.replace(mesh, errors=tuple(errors) + mesh.errors)
+    return objects, sources, errors
+
+
+def unknown_kinds_line(directory: Path) -> str | None:
+    """The start-up line naming the kinds in the directory the model does not know (None: there are none)."""
+    return describe_unknown_kinds(unknown_kinds(read_directory(directory)[0]))
 
 
 def _fingerprint(directory: Path) -> tuple[tuple[str, int, int], ...]:

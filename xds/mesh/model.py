@@ -236,9 +236,40 @@ class PathMatch:
 
 
 @dataclass(frozen=True)
+class ValueMatch:
+    """One header or query-parameter condition of an HTTPRoute match (header names are lower-cased)."""
+
+    name: str
+    kind: str  # "Exact" | "RegularExpression"
+    value: str
+
+
+@dataclass(frozen=True)
+class HTTPMatch:
+    """One `matches[]` entry: every condition must hold (AND). The matches of a rule are ORed."""
+
+    path: PathMatch = PathMatch("PathPrefix", "/")
+    headers: tuple[ValueMatch, ...] = ()
+    query_params: tuple[ValueMatch, ...] = ()
+    method: str | None = None
+
+
+@dataclass(frozen=True)
+class HeaderModifier:
+    """A RequestHeaderModifier / ResponseHeaderModifier filter: names lower-cased, in the order written."""
+
+    set: tuple[tuple[str, str], ...] = ()  # replace (or add) the header
+    add: tuple[tuple[str, str], ...] = ()  # append a value
+    remove: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class RouteRule:
-    matches: tuple[PathMatch, ...]
+    matches: tuple[HTTPMatch, ...]  # never empty: the Gateway API default is one PathPrefix "/" match
     backends: tuple[BackendRef, ...]
+    request_headers: HeaderModifier | None = None
+    response_headers: HeaderModifier | None = None
+    timeout: float | None = None  # seconds; None: no timeout (Envoy `timeout: 0s`)
 
 
 @dataclass(frozen=True)

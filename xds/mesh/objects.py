@@ -10,9 +10,11 @@ import ipaddress
 import json
 import re
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from xds.mesh.fields import REFUSED_WHEN_INCOMPLETE, unhandled_fields
+from xds.mesh.httproute import RouteRefused, parse_httproute
 from xds.mesh.model import (
     CONDITION_KEY_PREFIXES,
     CONDITION_KEYS,
@@ -24,7 +26,6 @@ from xds.mesh.model import (
     WAYPOINT_CLASS,
     WAYPOINT_FOR,
     AuthorizationPolicy,
-    BackendRef,
     ClaimToHeader,
     Condition,
     HTTPRoute,
@@ -38,14 +39,12 @@ from xds.mesh.model import (
     Namespace,
     ObjectRef,
     Operation,
-    PathMatch,
     PeerAuthentication,
     PolicyAction,
     PolicyRule,
     PolicyTargetRef,
     Protocol,
     RequestAuthentication,
-    RouteRule,
     Service,
     ServicePort,
     SliceEndpoint,
@@ -278,60 +277,6 @@ def parse_waypoint(obj: KubeObject, namespace: str) -> tuple[Waypoint, list[tupl
             labels=labels,
         ),
         problems,
-    )
-
-
-def parse_httproute(obj: KubeObject, namespace: str) -> HTTPRoute:
-    spec = obj.get("spec") or {}
-    parents = []
-    for i, ref in enumerate(spec.get("parentRefs") or []):
-        if ref.get("kind") == "Service" and ref.get("group", "") in ("", "core"):
-            port = ref.get("port")
-            parents.append(
-                (
-                    str(ref.get("namespace") or namespace),
-                    str(ref.get("name")),
-                    _port_number(port, f"spec.parentRefs[{i}].port") if port is not None else None,
-                )
-            )
-    if not parents:
-        raise InvalidField("spec.parentRefs", "no Service parentRef (only GAMMA routes bind to waypoints)")
-    rules = []
-    for r, rule in enumerate(spec.get("rules") or [{}]):
-        matches = []
-        for m in rule.get("matches") or []:
-            path = m.get("path") or {}
-            if path:
-                kind = str(path.get("type") or "PathPrefix")
-                if kind not in ("PathPrefix", "Exact", "RegularExpression"):
-                    raise InvalidField(f"spec.rules[{r}].matches.path.type", f"unsupported {kind!r}")
-                matches.append(PathMatch(kind, str(path.get("value") or "/")))
-        backends = []
-        for b, ref in enumerate(rule.get("backendRefs") or []):
-            field = f"spec.rules[{r}].backendRefs[{b}]"
-            if ref.get("kind", "Service") != "Service":
-                raise InvalidField(f"{field}.kind", f"unsupported backend kind {ref.get('kind')!r}")
-            weight = ref.get("weight", 1)
-            if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:
-                raise InvalidField(f"{field}.weight", f"must be a non-negative integer, got {weight!r}")
-            if not ref.get("name"):
-                raise InvalidField(f"{field}.name", "is required")
-            port = ref.get("port")
-            backends.append(
-                BackendRef(
-                    namespace=str(ref.get("namespace") or namespace),
-                    name=str(ref["name"]),
-                    port=_port_number(port, f"{field}.port") if port is not None else None,
-                    weight=weight,
-                )
-            )
-        rules.append(RouteRule(matches=tuple(matches), backends=tuple(backends)))
-    return HTTPRoute(
-        namespace=namespace,
-        name=_meta(obj)["name"],
-        parents=tuple(parents),
-        rules=tuple(rules),
-        creation=str(_meta(obj).get("creationTimestamp") or ""),
     )
 
 
@@ -920,6 +865,19 @@ def _endpoint_slice_workloads(
     return out
 
 
+def _report_unhandled_fields(obj: KubeObject, fail: Callable[[KubeObject, str, str], None]) -> bool:
+    """Reports each field of `obj` the model does not implement; True when the object must not be used."""
+    kind = str(obj.get("kind"))
+    if kind == "Gateway" and (obj.get("spec") or {}).get("gatewayClassName") != WAYPOINT_CLASS:
+        return False  # another controller's Gateway
+    unhandled = unhandled_fields(obj)
+    refused = kind in REFUSED_WHEN_INCOMPLETE
+    for field in unhandled:
+        suffix = f"; the {kind} is not used (it would be enforced weaker than written)" if refused else ""
+        fail(obj, field.path, field.message() + suffix)
+    return refused and bool(unhandled)
+
+
 def mesh_from_objects(
     objects: Iterable[KubeObject],
     *,
@@ -964,6 +922,8 @@ def mesh_from_objects(
         if not isinstance(kind, str):
             fail(obj, "kind", "is required")
             continue
+        if _report_unhandled_fields(obj, fail):
+            continue
         try:
             namespace = ns_of(obj)
             if kind == "Service":
@@ -989,7 +949,7 @@ def mesh_from_objects(
                 peer_auths.append(parse_peer_authentication(obj, namespace))
             elif kind == "RequestAuthentication":
                 request_authns.append(parse_request_authentication(obj, namespace, root_namespace))
-        except InvalidField as e:
+        except (InvalidField, RouteRefused) as e:
             fail(obj, e.field, e.message)
         except (TypeError, AttributeError, KeyError) as e:
             fail(obj, "spec", f"malformed: {e}")
