@@ -200,7 +200,9 @@ def test_unusable_request_authentication_is_refused_naming_the_field(
 ) -> None:
     mesh = mesh_from_objects([obj])
     assert mesh.request_authentications == ()
-    assert [e.field for e in mesh.errors] == [field], mesh.errors
+    # One error, naming the field (a value of the wrong shape may be named by the path beneath it, where the
+    # model's field table finds what it does not know).
+    assert len(mesh.errors) == 1 and mesh.errors[0].field.startswith(field), mesh.errors
     assert mesh.errors[0].ref.kind == "RequestAuthentication"
 
 
