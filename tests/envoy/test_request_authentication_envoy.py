@@ -31,7 +31,7 @@ WEB_VIP = "127.96.14.10"
 JWKS_IP = "127.0.14.50"
 INLINE_ISSUER = "https://inline.example"
 REMOTE_ISSUER = "https://remote.example"
-ALL_TYPES = (resources.LISTENER, resources.CLUSTER, resources.ENDPOINT, resources.SECRET)
+ALL_TYPES = (resources.LISTENER, resources.CLUSTER, resources.ENDPOINT)  # certificates come from the agent
 
 
 class HeaderEchoBackend:
@@ -98,7 +98,8 @@ class AuthMesh:
     def acked(self) -> bool:
         cp = self.control.control_plane
         snapshot = cp.snapshot_for(self.envoy.node.to_node())
-        return all(cp.acks.get((self.envoy.node.node_id, t)) == snapshot.version(t) for t in ALL_TYPES)
+        acked = all(cp.acks.get((self.envoy.node.node_id, t)) == snapshot.version(t) for t in ALL_TYPES)
+        return acked and self.envoy.serving()  # serving: the agent's certificate is loaded too
 
     def apply(self, objects: list[Obj]) -> None:
         cp = self.control.control_plane
@@ -131,10 +132,10 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthMesh]:
     terminator = HboneTerminator(WEB_POD, ca.issue(spiffe_id("istio-system", "ztunnel")))
     control = ControlPlaneThread(base_mesh(), ca=ca).start()
     workdir: Path = tmp_path_factory.mktemp("envoy-jwt")
-    envoy = EnvoyProcess(workdir, WAYPOINT, control.port).start()
+    envoy = EnvoyProcess(workdir, WAYPOINT, control.port, credentials=control.waypoint_credentials(WAYPOINT)).start()
     m = AuthMesh(control, envoy, ca, inline_key, remote_key, jwks_server)
     try:
-        wait_until(m.acked, what="envoy ACKs every type")
+        wait_until(m.acked, timeout=60, what="envoy ACKs every type")
         yield m
     finally:
         envoy.stop()

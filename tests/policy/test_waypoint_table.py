@@ -103,14 +103,15 @@ def wp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Waypoint]:
     workdir: Path = tmp_path_factory.mktemp("policy-envoy")
     terminator = HboneTerminator(POD_IP, ca.issue(spiffe_id("istio-system", "ztunnel")))
     backends = [NamedHttpBackend(POD_IP, port, "backend") for port in (PORT, ALT_PORT)]
-    envoy = EnvoyProcess(workdir, NODE, control.port).start()
+    envoy = EnvoyProcess(workdir, NODE, control.port, credentials=control.waypoint_credentials(NODE)).start()
     try:
         cp = control.control_plane
-        types = (resources.LISTENER, resources.CLUSTER, resources.ENDPOINT, resources.SECRET)
+        types = (resources.LISTENER, resources.CLUSTER, resources.ENDPOINT)  # certificates come from the agent
 
         def acked() -> bool:
             snapshot = cp.snapshot_for(NODE.to_node())
-            return all(cp.acks.get((NODE.node_id, t)) == snapshot.version(t) for t in types)
+            acked = all(cp.acks.get((NODE.node_id, t)) == snapshot.version(t) for t in types)
+            return acked and envoy.serving()
 
         wait_until(acked, timeout=60, what="the waypoint ACKs every resource")
         assert cp.mesh.errors == ()
