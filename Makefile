@@ -20,18 +20,19 @@ build: install
 
 # Debian tools the ztunnel tests and benchmarks drive: iptables (capture in network namespaces),
 # iproute2 (`ip netns`), iperf3 (throughput anchor), gcc + OpenSSL headers (the benchmarks' C load generator
-# and ceiling relays). Installed once; needs root, as CI has.
+# and ceiling relays), ca-certificates (the OS bundle https JWKS servers are checked against). Installed once;
+# needs root, as CI has.
 # The `node` tests' real node adds containerd, runc, the CNI plugins, conntrack, nft (the host-state check),
 # nsenter (util-linux), and umoci + mmdebstrap to build its images without a registry.
 NODE_DEBS := containerd runc containernetworking-plugins conntrack nftables util-linux umoci mmdebstrap
 system-deps:
 	@command -v iptables >/dev/null && command -v iperf3 >/dev/null && command -v ip >/dev/null && \
-	  command -v gcc >/dev/null && test -f /usr/include/openssl/ssl.h && \
+	  command -v gcc >/dev/null && test -f /usr/include/openssl/ssl.h && test -f /etc/ssl/certs/ca-certificates.crt && \
 	  command -v containerd >/dev/null && command -v runc >/dev/null && test -x /usr/lib/cni/bridge && \
 	  command -v conntrack >/dev/null && command -v nft >/dev/null && command -v nsenter >/dev/null && \
 	  command -v umoci >/dev/null && command -v mmdebstrap >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    iptables iproute2 iperf3 gcc libssl-dev $(NODE_DEBS))
+	    iptables iproute2 iperf3 gcc libssl-dev ca-certificates $(NODE_DEBS))
 
 # kube-apiserver, etcd and kubectl for the `kube` tests, built once into ~/.cache/pyambient/.
 kube-tools:

@@ -462,6 +462,64 @@ class SliceEndpoint:
 
 
 @dataclass(frozen=True)
+class JwtHeader:
+    """`fromHeaders[]`: where a token is read from, and the prefix stripped before it (e.g. "Bearer ")."""
+
+    name: str
+    prefix: str = ""
+
+
+@dataclass(frozen=True)
+class ClaimToHeader:
+    """`outputClaimToHeaders[]`: a claim copied into a request header."""
+
+    header: str
+    claim: str
+
+
+@dataclass(frozen=True)
+class JwksUri:
+    """A parsed `jwksUri` (Istio's ParseJwksURI: http or https, default port 80/443)."""
+
+    uri: str
+    scheme: str
+    host: str
+    port: int
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme == "https"
+
+
+@dataclass(frozen=True)
+class JwtRule:
+    """One `jwtRules[]` entry of a RequestAuthentication."""
+
+    issuer: str
+    audiences: tuple[str, ...] = ()
+    jwks: str = ""  # inline JWKS (JSON)
+    jwks_uri: JwksUri | None = None
+    from_headers: tuple[JwtHeader, ...] = ()
+    from_params: tuple[str, ...] = ()
+    from_cookies: tuple[str, ...] = ()
+    output_payload_to_header: str = ""
+    output_claim_to_headers: tuple[ClaimToHeader, ...] = ()
+    forward_original_token: bool = False
+    timeout: float = 5.0  # seconds; Istio's default for fetching the JWKS
+    space_delimited_claims: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class RequestAuthentication:
+    """security.istio.io RequestAuthentication; waypoints apply those attached with `targetRefs`."""
+
+    namespace: str
+    name: str
+    target_refs: tuple[tuple[str, str], ...]  # (kind, name): Gateway, Service, or GatewayClass istio-waypoint
+    jwt_rules: tuple[JwtRule, ...]
+
+
+@dataclass(frozen=True)
 class Mesh:
     namespaces: Mapping[str, Namespace] = field(default_factory=dict)
     services: tuple[Service, ...] = ()
@@ -470,6 +528,7 @@ class Mesh:
     routes: tuple[HTTPRoute, ...] = ()
     policies: tuple[AuthorizationPolicy, ...] = ()
     peer_authentications: tuple[PeerAuthentication, ...] = ()
+    request_authentications: tuple[RequestAuthentication, ...] = ()
     # (namespace, service) -> its EndpointSlices' addresses, for Services without a selector only
     slice_endpoints: Mapping[tuple[str, str], tuple[SliceEndpoint, ...]] = field(default_factory=dict)
     errors: tuple[ModelError, ...] = ()

@@ -7,6 +7,9 @@ field; the rest of the mesh is still built, so one bad file never takes the mesh
 from __future__ import annotations
 
 import ipaddress
+import json
+import re
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -23,8 +26,12 @@ from xds.mesh.model import (
     WAYPOINT_CLASS,
     WAYPOINT_FOR,
     AuthorizationPolicy,
+    ClaimToHeader,
     Condition,
     HTTPRoute,
+    JwksUri,
+    JwtHeader,
+    JwtRule,
     Mesh,
     ModelError,
     MtlsMode,
@@ -37,6 +44,7 @@ from xds.mesh.model import (
     PolicyRule,
     PolicyTargetRef,
     Protocol,
+    RequestAuthentication,
     Service,
     ServicePort,
     SliceEndpoint,
@@ -584,6 +592,245 @@ def parse_peer_authentication(obj: KubeObject, namespace: str) -> PeerAuthentica
     )
 
 
+# RequestAuthentication (security.istio.io/v1): every field of the API is either used or refused.
+REQUEST_AUTHN_SPEC_FIELDS = frozenset({"selector", "targetRef", "targetRefs", "jwtRules"})
+JWT_RULE_FIELDS = frozenset(
+    {
+        "issuer",
+        "audiences",
+        "jwksUri",
+        "jwks",
+        "fromHeaders",
+        "fromParams",
+        "fromCookies",
+        "outputPayloadToHeader",
+        "outputClaimToHeaders",
+        "forwardOriginalToken",
+        "timeout",
+        "spaceDelimitedClaims",
+    }
+)
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9a-zA-Z]+$")  # an RFC 9110 token
+_DURATION = re.compile(r"^(\d+)(?:\.(\d{1,9}))?s$")  # protobuf JSON Duration
+
+
+def _unknown_fields(value: Mapping[str, Any], known: frozenset[str], field: str) -> None:
+    extra = sorted(set(value) - known)
+    if extra:
+        raise InvalidField(f"{field}.{extra[0]}", "is not a field pyambient implements; refused rather than ignored")
+
+
+def _object_list(value: Any, field: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InvalidField(field, "must be a list")
+    return value
+
+
+def _nonempty_strings(value: Any, field: str, what: str) -> tuple[str, ...]:
+    out = _strings(value, field)
+    for i, v in enumerate(out):
+        if not v:
+            raise InvalidField(f"{field}[{i}]", f"{what} must be a non-empty string")
+    return out
+
+
+def _header_name(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidField(field, "must be a non-empty header name")
+    if not _HEADER_NAME.match(value):
+        raise InvalidField(field, f"{value!r} is not a valid HTTP header name")
+    return value
+
+
+def parse_jwks_uri(uri: str, field: str) -> JwksUri:
+    """Istio's ParseJwksURI: http or https, the port from the URI or 80/443."""
+    try:
+        parts = urllib.parse.urlsplit(uri)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidField(field, f"invalid URI {uri!r}: {exc}") from exc
+    if parts.scheme not in ("http", "https"):
+        raise InvalidField(field, f"URI scheme {parts.scheme!r} is not supported (http or https)")
+    if not parts.hostname:
+        raise InvalidField(field, f"{uri!r} has no host")
+    host = parts.hostname
+    if host.endswith(".svc") or ".svc." in host:
+        # Istio would use the mesh service's own cluster (through the mesh); that is not implemented here.
+        raise InvalidField(field, f"a JWKS server inside the mesh ({host}) is not supported; use an address outside it")
+    return JwksUri(uri=uri, scheme=parts.scheme, host=host, port=port or (443 if parts.scheme == "https" else 80))
+
+
+def _parse_duration(value: Any, field: str) -> float:
+    match = _DURATION.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise InvalidField(field, f'must be a duration like "5s" or "0.5s", got {value!r}')
+    nanos = int((match.group(2) or "").ljust(9, "0"))
+    if nanos % 1_000_000:
+        raise InvalidField(field, "only durations to ms precision are supported")
+    total = int(match.group(1)) + nanos / 1e9
+    if total < 0.001:
+        raise InvalidField(field, "duration must be greater than 1ms")
+    return total
+
+
+# The members each key type needs (RFC 7518 section 6): a key without them can verify nothing.
+_JWK_MEMBERS = {"RSA": ("n", "e"), "EC": ("crv", "x", "y"), "oct": ("k",), "OKP": ("crv", "x")}
+
+
+def _check_jwks(jwks: str, field: str) -> None:
+    """Istio refuses a `jwks` that does not parse as a JWK Set; so do we, key by key."""
+    try:
+        document = json.loads(jwks)
+    except ValueError as exc:
+        raise InvalidField(field, f"jwks parse error: {exc}") from exc
+    keys = document.get("keys") if isinstance(document, Mapping) else None
+    if not isinstance(keys, list) or not keys:
+        raise InvalidField(field, 'jwks parse error: expected a JSON object with a non-empty "keys" list')
+    for i, key in enumerate(keys):
+        members = _JWK_MEMBERS.get(str(key.get("kty"))) if isinstance(key, Mapping) else None
+        if members is None:
+            raise InvalidField(field, f"jwks parse error: keys[{i}] has no supported kty (RSA, EC, oct, OKP)")
+        missing = [m for m in members if not isinstance(key.get(m), str) or not key[m]]
+        if missing:
+            raise InvalidField(field, f"jwks parse error: keys[{i}] ({key['kty']}) lacks {', '.join(missing)}")
+
+
+def _parse_jwt_rule(raw: Any, field: str) -> JwtRule:
+    if not isinstance(raw, Mapping):
+        raise InvalidField(field, "must be an object")
+    _unknown_fields(raw, JWT_RULE_FIELDS, field)
+    issuer = raw.get("issuer") or ""
+    if not isinstance(issuer, str):
+        raise InvalidField(f"{field}.issuer", "must be a string")
+    jwks_uri_raw = raw.get("jwksUri") or ""
+    jwks = raw.get("jwks") or ""
+    if not isinstance(jwks_uri_raw, str) or not isinstance(jwks, str):
+        raise InvalidField(f"{field}.jwks", "jwks and jwksUri must be strings")
+    if not issuer and not jwks_uri_raw:
+        raise InvalidField(f"{field}.issuer", "issuer or jwksUri must be non-empty string")
+    if jwks and jwks_uri_raw:
+        raise InvalidField(
+            f"{field}.jwksUri",
+            "set jwks or jwksUri, not both (which one Istio uses depends on PILOT_JWT_ENABLE_REMOTE_JWKS)",
+        )
+    if not jwks and not jwks_uri_raw:
+        raise InvalidField(
+            f"{field}.jwksUri", "jwks or jwksUri is required (JWKS discovery from the issuer is not implemented)"
+        )
+    jwks_uri = parse_jwks_uri(jwks_uri_raw, f"{field}.jwksUri") if jwks_uri_raw else None
+    if jwks:
+        _check_jwks(jwks, f"{field}.jwks")
+    headers = []
+    for i, location in enumerate(_object_list(raw.get("fromHeaders"), f"{field}.fromHeaders")):
+        at = f"{field}.fromHeaders[{i}]"
+        if not isinstance(location, Mapping):
+            raise InvalidField(at, "location header name must be non-null")
+        _unknown_fields(location, frozenset({"name", "prefix"}), at)
+        if not location.get("name"):
+            raise InvalidField(f"{at}.name", "location header name must be non-empty string")
+        headers.append(JwtHeader(_header_name(location["name"], f"{at}.name"), str(location.get("prefix") or "")))
+    claims = []
+    for i, pair in enumerate(_object_list(raw.get("outputClaimToHeaders"), f"{field}.outputClaimToHeaders")):
+        at = f"{field}.outputClaimToHeaders[{i}]"
+        if not isinstance(pair, Mapping):
+            raise InvalidField(at, "outputClaimToHeaders must not be null")
+        _unknown_fields(pair, frozenset({"header", "claim"}), at)
+        if not pair.get("header") or not pair.get("claim"):
+            raise InvalidField(at, "outputClaimToHeaders header and claim value must be non-empty string")
+        claims.append(ClaimToHeader(_header_name(pair["header"], f"{at}.header"), str(pair["claim"])))
+    payload_header = raw.get("outputPayloadToHeader") or ""
+    if payload_header:
+        _header_name(payload_header, f"{field}.outputPayloadToHeader")
+    forward = raw.get("forwardOriginalToken", False)
+    if not isinstance(forward, bool):
+        raise InvalidField(f"{field}.forwardOriginalToken", f"must be true or false, got {forward!r}")
+    space_delimited = raw.get("spaceDelimitedClaims")
+    return JwtRule(
+        issuer=issuer,
+        audiences=_nonempty_strings(raw.get("audiences"), f"{field}.audiences", "audience"),
+        jwks=jwks,
+        jwks_uri=jwks_uri,
+        from_headers=tuple(headers),
+        from_params=_nonempty_strings(raw.get("fromParams"), f"{field}.fromParams", "location query"),
+        from_cookies=_nonempty_strings(raw.get("fromCookies"), f"{field}.fromCookies", "cookie name"),
+        output_payload_to_header=payload_header,
+        output_claim_to_headers=tuple(claims),
+        forward_original_token=forward,
+        timeout=_parse_duration(raw["timeout"], f"{field}.timeout") if raw.get("timeout") is not None else 5.0,
+        space_delimited_claims=None
+        if space_delimited is None
+        else _nonempty_strings(space_delimited, f"{field}.spaceDelimitedClaims", "claim name"),
+    )
+
+
+def _request_authn_target(ref: Any, namespace: str, root_namespace: str, field: str) -> tuple[str, str]:
+    """A targetRef waypoints can apply (Istio's attachment rules); anything else is refused."""
+    if not isinstance(ref, Mapping):
+        raise InvalidField(field, "must be an object")
+    _unknown_fields(ref, frozenset({"group", "kind", "name", "namespace"}), field)
+    group, kind, name = str(ref.get("group") or ""), str(ref.get("kind") or ""), str(ref.get("name") or "")
+    if not name:
+        raise InvalidField(f"{field}.name", "is required")
+    if ref.get("namespace") not in (None, "", namespace):
+        raise InvalidField(
+            f"{field}.namespace", "must be the policy's own namespace (a cross-namespace targetRef never matches)"
+        )
+    if kind == "Gateway" and group == "gateway.networking.k8s.io":
+        return (kind, name)
+    if kind == "Service" and group in ("", "core"):
+        return (kind, name)
+    if kind == "GatewayClass" and group == "gateway.networking.k8s.io":
+        if namespace != root_namespace or name != WAYPOINT_CLASS:
+            raise InvalidField(
+                field,
+                f"a GatewayClass targetRef applies only as {WAYPOINT_CLASS} from the root namespace {root_namespace}",
+            )
+        return (kind, name)
+    raise InvalidField(field, f"unsupported target {group or 'core'}/{kind} (Gateway, Service or GatewayClass)")
+
+
+def parse_request_authentication(
+    obj: KubeObject, namespace: str, root_namespace: str = ROOT_NAMESPACE
+) -> RequestAuthentication:
+    spec = obj.get("spec") or {}
+    if not isinstance(spec, Mapping):
+        raise InvalidField("spec", "must be an object")
+    _unknown_fields(spec, REQUEST_AUTHN_SPEC_FIELDS, "spec")
+    set_kinds = [k for k in ("selector", "targetRef", "targetRefs") if spec.get(k)]
+    if len(set_kinds) > 1:
+        raise InvalidField(f"spec.{set_kinds[1]}", "only one of targetRefs, targetRef or selector can be set")
+    if spec.get("selector") is not None or not set_kinds:
+        # Istio applies selector and namespace-wide RequestAuthentications to sidecars only, never to
+        # waypoints; pyambient runs no sidecars, so such a policy would protect nothing.
+        raise InvalidField(
+            "spec.selector" if spec.get("selector") is not None else "spec.targetRefs",
+            "waypoints apply only RequestAuthentications with targetRefs (a Gateway or a Service); "
+            "selector and namespace-wide policies apply to sidecars, which pyambient does not run",
+        )
+    raw_refs = spec.get("targetRefs") if spec.get("targetRefs") else [spec["targetRef"]]
+    if not isinstance(raw_refs, list):
+        raise InvalidField("spec.targetRefs", "must be a list")
+    field_name = "targetRefs" if spec.get("targetRefs") else "targetRef"
+    targets = tuple(
+        _request_authn_target(
+            ref,
+            namespace,
+            root_namespace,
+            f"spec.{field_name}[{i}]" if field_name == "targetRefs" else "spec.targetRef",
+        )
+        for i, ref in enumerate(raw_refs)
+    )
+    raw_rules = _object_list(spec.get("jwtRules"), "spec.jwtRules")
+    return RequestAuthentication(
+        namespace=namespace,
+        name=_meta(obj)["name"],
+        target_refs=targets,
+        jwt_rules=tuple(_parse_jwt_rule(r, f"spec.jwtRules[{i}]") for i, r in enumerate(raw_rules)),
+    )
+
+
 def _slice_ports(obj: KubeObject) -> tuple[NamedPort, ...]:
     out = []
     for i, raw in enumerate(obj.get("ports") or []):
@@ -681,6 +928,7 @@ def mesh_from_objects(
     routes: list[HTTPRoute] = []
     policies: list[AuthorizationPolicy] = []
     peer_auths: list[PeerAuthentication] = []
+    request_authns: list[RequestAuthentication] = []
     slices: list[KubeObject] = []
     for obj in objs:
         kind = obj.get("kind")
@@ -712,6 +960,8 @@ def mesh_from_objects(
                 policies.append(parse_authorization_policy(obj, namespace))
             elif kind == "PeerAuthentication":
                 peer_auths.append(parse_peer_authentication(obj, namespace))
+            elif kind == "RequestAuthentication":
+                request_authns.append(parse_request_authentication(obj, namespace, root_namespace))
         except (InvalidField, RouteRefused) as e:
             fail(obj, e.field, e.message)
         except (TypeError, AttributeError, KeyError) as e:
@@ -747,6 +997,7 @@ def mesh_from_objects(
         routes=by_key(routes),
         policies=by_key(policies),
         peer_authentications=by_key(peer_auths),
+        request_authentications=by_key(request_authns),
         slice_endpoints={k: tuple(v) for k, v in sorted(slice_endpoints.items())},
         errors=tuple(errors),
         root_namespace=root_namespace,
