@@ -18,8 +18,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pyambient.commands.ztunnel_config",
     "pyambient.commands.waypoint",  # also registers `waypoint bootstrap` (waypoint_bootstrap.py)
     "pyambient.commands.ztunnel",
+    "pyambient.commands.cni_agent",
     "pyambient.commands.controller",
     "pyambient.commands.demo",
+    "pyambient.commands.token",
 )
 
 

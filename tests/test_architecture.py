@@ -24,8 +24,8 @@ FORBIDDEN = {
     "waypoint": {"_core", "ztunnel", "pyambient"},
     "ztunnel": {"waypoint", "pyambient"},
 }
-# modules of `xds` that `ztunnel` may import (its client and resource types)
-ZTUNNEL_XDS_ALLOWED = ("xds.client", "xds.resources", "xds.workloadapi")
+# modules of `xds` that `ztunnel` may import (its xDS and CA clients, and resource/message types)
+ZTUNNEL_XDS_ALLOWED = ("xds.client", "xds.caclient", "xds.caapi", "xds.resources", "xds.workloadapi")
 
 
 def imported_modules(path: Path) -> list[str]:

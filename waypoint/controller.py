@@ -10,11 +10,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from waypoint.gatewayclass import BUILTIN_CLASSES
 from waypoint.kube.api import (
     AUTHORIZATION_POLICIES,
+    CONFIG_MAPS,
     DEPLOYMENTS,
     ENDPOINT_SLICES,
     GATEWAY_CLASSES,
@@ -35,6 +37,7 @@ from waypoint.meshfeed import MeshFeed, Publisher
 from waypoint.names import NAME_OVERRIDE, SERVICE_NAME_LABEL
 from waypoint.queue import WorkQueue
 from waypoint.reconcile import GatewayClassKey, GatewayKey, HTTPRouteKey, Reconciler, manual_deployment_service
+from waypoint.rootcert import SKIPPED_NAMESPACES, root_cert_config_map
 from waypoint.settings import ControllerSettings
 from waypoint.unimplemented import report_unimplemented
 
@@ -50,13 +53,21 @@ RECONCILE_ONLY_RESOURCES: tuple[Resource, ...] = (DEPLOYMENTS, GATEWAY_CLASSES)
 # Children whose changes requeue their owning Gateway.
 CHILD_KINDS = frozenset({"Service", "Deployment", "ServiceAccount"})
 
-WorkKey = GatewayKey | GatewayClassKey | HTTPRouteKey
+@dataclass(frozen=True)
+class RootCertKey:
+    """Publish the mesh root (`istio-ca-root-cert`) in this namespace."""
+
+    namespace: str
+
+
+WorkKey = GatewayKey | GatewayClassKey | HTTPRouteKey | RootCertKey
 
 
 class WaypointController:
     def __init__(self, api: KubeApi, settings: ControllerSettings | None = None,
-                 publish: Publisher | None = None) -> None:
+                 publish: Publisher | None = None, root_cert: bytes | None = None) -> None:
         self.settings = settings or ControllerSettings()
+        self.root_cert = root_cert  # the CA root to publish in every namespace (None: publish nothing)
         self._api = api
         self.informers: dict[str, Informer] = {
             r.kind: Informer(api, r, self._on_change, self.settings.watch)
@@ -148,6 +159,9 @@ class WaypointController:
             service_name = (meta.get("labels") or {}).get(SERVICE_NAME_LABEL)
             self._enqueue_gateways_using_service(namespace, service_name)
         elif kind == "Namespace":
+            name = str(meta.get("name") or "")
+            if new is not None and self.root_cert is not None and name not in SKIPPED_NAMESPACES:
+                self.queue.add(RootCertKey(name))
             for gateway in self.items(GATEWAYS):
                 if (gateway.get("metadata") or {}).get("namespace") == meta.get("name"):
                     self._enqueue_gateway(gateway)
@@ -196,6 +210,10 @@ class WaypointController:
                     self.queue.forget(key)
                 elif isinstance(key, HTTPRouteKey):
                     self.reconciler.reconcile_httproute(key)
+                    self.queue.forget(key)
+                elif isinstance(key, RootCertKey):
+                    assert self.root_cert is not None
+                    self._api.apply(CONFIG_MAPS, root_cert_config_map(key.namespace, self.root_cert))
                     self.queue.forget(key)
                 else:
                     self.reconciler.reconcile_gateway_class(key)

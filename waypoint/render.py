@@ -46,6 +46,7 @@ _SERVICE_TYPES = frozenset({"ClusterIP", "NodePort", "LoadBalancer"})
 _DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 BOOTSTRAP_PATH = "/etc/istio/proxy/envoy-bootstrap.json"
+SDS_SOCKET_DIR = "/var/run/secrets/workload-spiffe-uds"  # where Istio's agent serves SDS in a pod
 
 
 class RenderError(ValueError):
@@ -222,6 +223,23 @@ def _pod_spec(names: WaypointNames, settings: RenderSettings) -> dict[str, Any]:
         "runAsUser": 1337,
     }
     volume_mount = {"name": "istio-envoy", "mountPath": "/etc/istio/proxy"}
+    # Identity, as Istio's waypoint pods: the agent makes the key in the pod and serves it to Envoy
+    # on a socket in a shared emptyDir; it proves who it is with a projected token (audience istio-ca)
+    # and trusts the control plane through the published root (ConfigMap istio-ca-root-cert).
+    socket_mount = {"name": "workload-socket", "mountPath": SDS_SOCKET_DIR}
+    agent = {
+        "name": "identity-agent",
+        "image": settings.proxy_image,
+        "command": ["pyambient", "waypoint", "agent", "--ca-address", settings.ca_address,
+                    "--sds-socket", f"{SDS_SOCKET_DIR}/socket"],
+        "env": env,
+        "securityContext": security_context,
+        "volumeMounts": [
+            socket_mount,
+            {"name": "istiod-ca-cert", "mountPath": "/var/run/secrets/istio", "readOnly": True},
+            {"name": "istio-token", "mountPath": "/var/run/secrets/tokens", "readOnly": True},
+        ],
+    }
     return {
         "serviceAccountName": names.service_account,
         "initContainers": [
@@ -255,10 +273,29 @@ def _pod_spec(names: WaypointNames, settings: RenderSettings) -> dict[str, Any]:
                     "limits": {"cpu": "2", "memory": "1Gi"},
                 },
                 "securityContext": security_context,
-                "volumeMounts": [volume_mount],
-            }
+                "volumeMounts": [volume_mount, socket_mount],
+            },
+            agent,
         ],
-        "volumes": [{"name": "istio-envoy", "emptyDir": {"medium": "Memory"}}],
+        "volumes": [
+            {"name": "istio-envoy", "emptyDir": {"medium": "Memory"}},
+            {"name": "workload-socket", "emptyDir": {}},
+            {"name": "istiod-ca-cert", "configMap": {"name": "istio-ca-root-cert"}},
+            {
+                "name": "istio-token",
+                "projected": {
+                    "sources": [
+                        {
+                            "serviceAccountToken": {
+                                "audience": "istio-ca",
+                                "expirationSeconds": 43200,
+                                "path": "istio-token",
+                            }
+                        }
+                    ]
+                },
+            },
+        ],
     }
 
 

@@ -11,6 +11,8 @@ from waypoint.names import CLUSTER_DOMAIN
 class RenderSettings:
     # The xDS server the waypoint's Envoy bootstrap points at (`pyambient controller --xds-address`).
     xds_address: str = "pyambient-controller.istio-system.svc:15010"
+    # The secure port the waypoint agent asks for its certificate (`pyambient controller --secure-address`).
+    ca_address: str = "pyambient-controller.istio-system.svc:15012"
     # One image holds both envoy and the `pyambient` CLI that prints the bootstrap.
     proxy_image: str = "ghcr.io/pyambient/waypoint:latest"
     cluster_domain: str = CLUSTER_DOMAIN

@@ -7,13 +7,14 @@ client and server auth, as Istio's workload certificates are. Keys are ECDSA P-2
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 DEFAULT_TRUST_DOMAIN = "cluster.local"
@@ -141,10 +142,50 @@ class CertificateAuthority:
             self._root_key, self._root_cert = self._new_root()
 
     def issue(self, identity: str, *, ttl: datetime.timedelta | None = None) -> IssuedCertificate:
-        """Issue a leaf whose only SAN is the URI `identity` (a `spiffe://` id of this trust domain)."""
+        """Issue a leaf (and its key) whose only SAN is the URI `identity` (a `spiffe://` id of this trust domain).
+
+        Only for in-process use (the demo's fixed ztunnel files, tests): keys that travel must be made
+        where they are used and signed through `sign_csr`.
+        """
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert_pem, root_pem, not_before, not_after = self._sign(
+            key.public_key(), [x509.UniformResourceIdentifier(self._check_identity(identity))], ttl
+        )
+        return IssuedCertificate(identity, cert_pem, _key_pem(key), root_pem, not_after, not_before)
+
+    def sign_csr(self, csr: x509.CertificateSigningRequest, identity: str, ttl: datetime.timedelta) -> bytes:
+        """A PEM leaf for the CSR's public key with the URI SAN `identity` (whatever else the CSR asked for)."""
+        public_key = csr.public_key()
+        if not isinstance(public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
+            raise ValueError("CSR key is neither EC nor RSA")
+        cert_pem, _, _, _ = self._sign(
+            public_key, [x509.UniformResourceIdentifier(self._check_identity(identity))], ttl
+        )
+        return cert_pem
+
+    def issue_server(
+        self, dns_names: list[str], ips: list[str], *, ttl: datetime.timedelta | None = None
+    ) -> IssuedCertificate:
+        """The control plane's own serving certificate (istiod's: DNS names of its Services, its addresses)."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
+        sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in ips]
+        cert_pem, root_pem, not_before, not_after = self._sign(key.public_key(), sans, ttl)
+        return IssuedCertificate(
+            dns_names[0] if dns_names else ips[0], cert_pem, _key_pem(key), root_pem, not_after, not_before
+        )
+
+    def _check_identity(self, identity: str) -> str:
         if not identity.startswith(f"spiffe://{self.trust_domain}/"):
             raise ValueError(f"identity {identity!r} is not in trust domain {self.trust_domain!r}")
-        key = ec.generate_private_key(ec.SECP256R1())
+        return identity
+
+    def _sign(
+        self,
+        public_key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey,
+        sans: list[x509.GeneralName],
+        ttl: datetime.timedelta | None,
+    ) -> tuple[bytes, bytes, datetime.datetime, datetime.datetime]:
         now = _now()
         not_after = now + (ttl or self.leaf_ttl)
         with self._lock:
@@ -154,11 +195,11 @@ class CertificateAuthority:
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, self.trust_domain)]))
             .issuer_name(root_cert.subject)
-            .public_key(key.public_key())
+            .public_key(public_key)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(not_after)
-            .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(identity)]), critical=True)
+            .add_extension(x509.SubjectAlternativeName(sans), critical=True)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(
@@ -181,13 +222,11 @@ class CertificateAuthority:
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()), critical=False)
             .sign(root_key, hashes.SHA256())
         )
-        return IssuedCertificate(
-            identity=identity,
-            cert_pem=cert.public_bytes(serialization.Encoding.PEM),
-            key_pem=_key_pem(key),
-            root_pem=root_cert.public_bytes(serialization.Encoding.PEM),
-            not_after=not_after,
-            not_before=now,
+        return (
+            cert.public_bytes(serialization.Encoding.PEM),
+            root_cert.public_bytes(serialization.Encoding.PEM),
+            now,
+            not_after,
         )
 
 

@@ -131,13 +131,27 @@ async def run_delta_ads(
     *,
     reconnect_delay: float = 1.0,
     on_connected: Callable[[], None] | None = None,
+    root_pem: bytes | None = None,
+    token: Callable[[], str] | None = None,
+    server_name: str | None = None,
 ) -> None:
-    """Keep a delta ADS stream to `target` (host:port, plaintext gRPC) open forever, reconnecting."""
+    """Keep a delta ADS stream to `target` (host:port) open forever, reconnecting.
+
+    Plaintext gRPC by default; with `root_pem`, TLS to the secure port (15012) trusting that root and
+    checking `server_name` (default: the host dialled), with `authorization: Bearer <token()>` on
+    each stream (re-read per connection: projected tokens rotate).
+    """
     import grpc  # imported here so the sans-IO core has no grpc dependency at import time
+
+    def channel_for() -> grpc.aio.Channel:
+        if root_pem is None:
+            return grpc.aio.insecure_channel(target)
+        options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+        return grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(root_pem), options=options)
 
     while True:
         try:
-            async with grpc.aio.insecure_channel(target) as channel:
+            async with channel_for() as channel:
                 call = channel.stream_stream(
                     ADS_METHOD,
                     request_serializer=bytes,
@@ -147,7 +161,8 @@ async def run_delta_ads(
                 for req in client.initial_requests():
                     outq.put_nowait(req)
 
-                stream = call(_drain(outq))
+                metadata = (("authorization", f"Bearer {token()}"),) if token is not None else None
+                stream = call(_drain(outq), metadata=metadata)
                 if on_connected is not None:
                     on_connected()
                 async for resp in stream:

@@ -1,8 +1,9 @@
 """The control plane: the current mesh, the CA, and a per-node snapshot served over ADS.
 
 `update(mesh)` may be called from any thread (file watcher, Kubernetes watches); pushes are
-debounced so a burst of edits becomes one push. Snapshots are pure functions of (mesh, node,
-certificates) and are cached per mesh generation.
+debounced so a burst of edits becomes one push. Snapshots are pure functions of (mesh, node) and
+are cached per mesh generation; they never hold a secret (keys are made by the agents that use them
+and signed through the CA API on the secure port, `xds.caservice`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import datetime
+import ipaddress
 import logging
 import threading
 from collections.abc import Callable, Hashable
@@ -19,20 +21,30 @@ from envoy_data_plane.envoy.config.core.v3 import Node
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from xds import resources
-from xds.ca import CertificateAuthority, IssuedCertificate
+from xds.authz import Refusal, node_decision
+from xds.ca import CertificateAuthority
+from xds.caservice import certificate_handler
 from xds.envoy.bootstrap import WaypointNode
-from xds.envoy.secrets import workload_secrets
 from xds.envoy.waypoint import build_waypoint
 from xds.mesh.model import Mesh
-from xds.server import AdsServer
+from xds.server import AdsServer, SecurePort
 from xds.snapshot import Snapshot
 from xds.stream import Acked, Event, Nacked
+from xds.tokens import Authenticator, Caller
 from xds.ztunnel_state import ZTUNNEL_NODE_PREFIX, ztunnel_snapshot
 
 log = logging.getLogger("pyambient.controlplane")
 
 NodeBuilder = Callable[[Mesh, Node, "ControlPlane"], Snapshot | None]
 NACK_HISTORY = 1000  # recent NACKs kept for inspection; the counter metric keeps the total
+# The names istiod's serving certificate carries, plus ours: what clients dial for port 15012.
+CONTROL_PLANE_DNS_NAMES = (
+    "istiod.istio-system.svc",
+    "istiod.istio-system.svc.cluster.local",
+    "pyambient-controller.istio-system.svc",
+    "pyambient-controller.istio-system.svc.cluster.local",
+    "localhost",
+)
 
 
 @dataclass(frozen=True)
@@ -60,14 +72,13 @@ class ControlPlane:
         self._mesh = Mesh()
         self._pending: Mesh | None = None
         self._generation = 0
-        self._cert_generation = 0
-        self._certs: dict[str, IssuedCertificate] = {}
-        self._cache: dict[tuple[int, int, Hashable], Snapshot] = {}
+        self._cache: dict[tuple[int, Hashable], Snapshot] = {}
         self._wakers: set[Callable[[], None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._flush_handle: asyncio.TimerHandle | None = None
         self._server: AdsServer | None = None
-        self._renewal: asyncio.Future[None] | None = None
+        self._secure_server: AdsServer | None = None
+        self.secure_port = 0
         self.builders: list[NodeBuilder] = [waypoint_snapshot, ztunnel_snapshot]
         self.nacks: collections.deque[NackRecord] = collections.deque(maxlen=NACK_HISTORY)
         self.acks: dict[tuple[str, str], str] = {}  # (node id, type) -> acked version
@@ -117,51 +128,14 @@ class ControlPlane:
         self.push_counter.inc()
         self._wake_all()
 
-    def rotate_certificates(self, *, root: bool = False) -> None:
-        """Re-issue every leaf (and the root first, if asked); pushed over SDS, no restart needed."""
-        if root:
-            self.ca.rotate_root()
-        with self._lock:
-            self._certs.clear()
-            self._cert_generation += 1
-            self._cache.clear()
-        self._schedule_wake()
-
-    def leaves_due_for_renewal(self, now: datetime.datetime | None = None) -> bool:
-        """True once any issued leaf is past half its lifetime (when istiod's agents renew too)."""
-        now = now or datetime.datetime.now(datetime.UTC)
-        with self._lock:
-            certs = list(self._certs.values())
-        return any(now >= c.not_after - (c.not_after - c.not_before) / 2 for c in certs)
-
-    async def _renew_leaves(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            if self.leaves_due_for_renewal():
-                log.info("renewing workload certificates past half their lifetime")
-                self.rotate_certificates()
-
-    def _schedule_wake(self) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._wake_all)
-
     def _wake_all(self) -> None:
         for wake in list(self._wakers):
             wake()
 
     # --- what the server asks -------------------------------------------------------------------
 
-    def certificate(self, identity: str) -> IssuedCertificate:
-        with self._lock:
-            cert = self._certs.get(identity)
-        if cert is None:
-            cert = self.ca.issue(identity)
-            with self._lock:
-                self._certs[identity] = cert
-        return cert
-
     def snapshot_for(self, node: Node) -> Snapshot:
-        key = (self._generation, self._cert_generation, snapshot_key(node))
+        key = (self._generation, snapshot_key(node))
         cached = self._cache.get(key)
         if cached is not None:
             return cached
@@ -195,26 +169,77 @@ class ControlPlane:
 
     # --- serving --------------------------------------------------------------------------------
 
-    async def start(self, address: str = "127.0.0.1:15010") -> int:
-        """Start the ADS server on the running loop; returns the bound port."""
+    def authorize_node(self, caller: Caller, node: Node) -> Refusal | None:
+        """None when `caller` (from its token) may receive the config of xDS node `node`."""
+        waypoint = WaypointNode.from_node(node)
+        where = (waypoint.namespace, waypoint.name) if waypoint is not None else None
+        if where is None and node.id.startswith("waypoint~"):
+            return Refusal("PERMISSION_DENIED", f"waypoint node {node.id!r} does not name its waypoint")
+        return node_decision(caller, node.id, self._mesh, where)
+
+    async def start(
+        self,
+        address: str | None = "127.0.0.1:15010",
+        *,
+        secure_address: str | None = None,
+        authenticator: Authenticator | None = None,
+        server_names: tuple[str, ...] = (),
+    ) -> int:
+        """Start the ADS server(s) on the running loop; returns the plaintext port (or the secure one alone).
+
+        `secure_address` (istiod's 15012) needs `authenticator`; its serving certificate names
+        `CONTROL_PLANE_DNS_NAMES`, `server_names` and the address it listens on.
+        """
         self._loop = asyncio.get_running_loop()
-        self._server = AdsServer(self)
-        port = await self._server.start(address)
-        interval = min(60.0, self.ca.leaf_ttl.total_seconds() / 10)
-        self._renewal = asyncio.ensure_future(self._renew_leaves(interval))
+        port = 0
+        if secure_address is not None:
+            if authenticator is None:
+                raise ValueError("the secure port needs an authenticator for callers' tokens")
+            host = secure_address.rsplit(":", 1)[0].strip("[]")
+            names = [*CONTROL_PLANE_DNS_NAMES, *server_names]
+            ips = ["127.0.0.1"]
+            if host and host not in names and host not in ips:
+                (ips if _is_ip(host) else names).append(host)
+            serving = self.ca.issue_server(names, ips, ttl=datetime.timedelta(days=90))
+            holder: list[AdsServer] = []
+
+            async def authenticate(context: object, what: str) -> Caller:
+                return await holder[0].authenticate(context, what)  # type: ignore[arg-type]
+
+            secure = SecurePort(
+                cert_pem=serving.cert_pem,
+                key_pem=serving.key_pem,
+                authenticator=authenticator,
+                authorize_node=self.authorize_node,
+                handlers=(certificate_handler(self.ca, lambda: self._mesh, authenticate),),
+            )
+            self._secure_server = AdsServer(self, secure=secure)
+            holder.append(self._secure_server)
+            self.secure_port = port = await self._secure_server.start(secure_address)
+        if address is not None:
+            self._server = AdsServer(self)
+            port = await self._server.start(address)
         return port
 
     async def stop(self) -> None:
-        if self._renewal is not None:
-            self._renewal.cancel()
-        if self._server is not None:
-            await self._server.stop()
+        for server in (self._server, self._secure_server):
+            if server is not None:
+                await server.stop()
         self._loop = None
 
-    async def serve(self, address: str = "127.0.0.1:15010") -> None:
-        await self.start(address)
-        assert self._server is not None and self._server.server is not None
-        await self._server.server.wait_for_termination()
+    async def serve(self, address: str | None = "127.0.0.1:15010", **secure: object) -> None:
+        await self.start(address, **secure)  # type: ignore[arg-type]
+        server = self._server or self._secure_server
+        assert server is not None and server.server is not None
+        await server.server.wait_for_termination()
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def snapshot_key(node: Node) -> Hashable:
@@ -237,12 +262,11 @@ def waypoint_snapshot(mesh: Mesh, node: Node, control_plane: ControlPlane) -> Sn
         log.warning("node %s names waypoint %s/%s, which the mesh does not have", node.id, who.namespace, who.name)
         return Snapshot.build({resources.LISTENER: [], resources.CLUSTER: [], resources.ENDPOINT: []})
     built = build_waypoint(mesh, waypoint, bind_ip=who.listen_address)
-    cert = control_plane.certificate(waypoint.identity)
+    # No secrets: the waypoint's agent makes its key and serves it to Envoy over SDS in the pod.
     return Snapshot.build(
         {
             resources.LISTENER: [(r.name, r) for r in built.listeners],
             resources.CLUSTER: [(r.name, r) for r in built.clusters],
             resources.ENDPOINT: [(r.cluster_name, r) for r in built.endpoints],
-            resources.SECRET: [(s.name, s) for s in workload_secrets(cert)],
         }
     )

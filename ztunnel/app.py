@@ -28,11 +28,13 @@ from prometheus_client import generate_latest
 
 from ztunnel import tls
 from ztunnel.admin import serve_http
+from ztunnel.certs import CaCertificates
 from ztunnel.config import LoadedConfig, ProxySettings, load_config
-from ztunnel.errors import ConfigError, Denied, ProxyError, UnknownSource
+from ztunnel.errors import ConfigError, Denied, MissingCertificate, ProxyError, UnknownSource
 from ztunnel.hbone import HboneConnection, HttpStatusError, StreamCtx
 from ztunnel.identity import Identity
 from ztunnel.inbound import check_rbac, decide_connect, decide_plaintext
+from ztunnel.inpod.pods import EnrolmentServer, InpodPods
 from ztunnel.lb import LoadBalancers
 from ztunnel.outbound import Pick, Plan, Request, RequestType, plan_request
 from ztunnel.pool import HbonePool, PoolKey
@@ -260,6 +262,22 @@ class _Relay:
             t.abort()
 
 
+class _Refused(asyncio.Protocol):
+    """An accepted connection closed at once: the workload has no certificate of its own yet."""
+
+    def connection_made(self, transport: Any) -> None:
+        transport.abort()
+
+
+@dataclass(frozen=True)
+class XdsChannel:
+    """xDS over TLS to the secure port (Istio's XDS_ROOT_CA), with the ztunnel's token on every stream."""
+
+    root_pem: bytes
+    token: Callable[[], str]
+    server_name: str | None = None
+
+
 @dataclass(frozen=True)
 class _Route:
     """What connections from one client IP to one destination (and endpoint) share: derived once per state."""
@@ -289,6 +307,8 @@ class Ztunnel:
         config_path: Path | None = None,
         impl: Any = None,
         xds: str | None = None,
+        ca: CaCertificates | None = None,
+        xds_channel: XdsChannel | None = None,
     ) -> None:
         if impl is None:
             import _core
@@ -321,12 +341,20 @@ class Ztunnel:
         self._certs: dict[Identity, tls.WorkloadCert] = {}
         self._client_ctx: dict[Identity, ssl.SSLContext] = {}
         self._server_ctx: dict[Identity, ssl.SSLContext] = {}
+        self.ca = ca
+        self.xds_channel = xds_channel
+        if ca is not None:
+            ca.on_renewed = self._forget_contexts
         self._load_certs(self.settings)
         self._mtime = self._config_mtime()
         self.started = 0.0
+        self.inpod: InpodPods | None = None  # in-pod mode: enrolled pods' netns, rules, listeners
+        self._enrolment: EnrolmentServer | None = None
 
     # --------------------------------------------------------------------------- certificates
     def _load_certs(self, s: ProxySettings) -> None:
+        if self.ca is not None and not s.certificates:
+            return  # every certificate comes from the CA, on demand
         if s.root_cert is None or not s.certificates:
             raise ConfigError(
                 str(self.config_path or "config"),
@@ -349,24 +377,44 @@ class Ztunnel:
         self._server_ctx.clear()
 
     def _cert_for(self, ident: Identity | None) -> tls.WorkloadCert:
-        if ident is not None and ident in self._certs:
-            return self._certs[ident]
-        return next(iter(self._certs.values()))
+        """The workload's own certificate; never another workload's (MissingCertificate instead)."""
+        if ident is not None:
+            wc = self._certs.get(ident)
+            if wc is None and self.ca is not None:
+                wc = self.ca.get(ident)  # None while it is being fetched
+            if wc is not None:
+                return wc
+        raise MissingCertificate(f"no certificate for identity {ident}; not proxying under another identity")
+
+    def _root_path(self) -> Path:
+        root = self.settings.root_cert or (self.ca.root_path if self.ca is not None else None)
+        assert root is not None
+        return root
+
+    def _prefetch_certificates(self) -> None:
+        """Ask the CA for each local workload's certificate before its first connection needs it."""
+        if self.ca is not None:
+            for w in self.local_workloads():
+                if w.identity is not None:
+                    self.ca.want(w.identity)
+
+    def _forget_contexts(self, ident: Identity) -> None:
+        """A renewed certificate: new handshakes load it; live connections keep theirs."""
+        self._client_ctx.pop(ident, None)
+        self._server_ctx.pop(ident, None)
 
     def client_ctx(self, ident: Identity | None) -> ssl.SSLContext:
         wc = self._cert_for(ident)
         ctx = self._client_ctx.get(wc.identity)
         if ctx is None:
-            assert self.settings.root_cert is not None
-            ctx = self._client_ctx[wc.identity] = tls.client_context(self.settings.root_cert, wc)
+            ctx = self._client_ctx[wc.identity] = tls.client_context(self._root_path(), wc)
         return ctx
 
     def server_ctx(self, ident: Identity | None) -> tuple[ssl.SSLContext, Identity]:
         wc = self._cert_for(ident)
         ctx = self._server_ctx.get(wc.identity)
         if ctx is None:
-            assert self.settings.root_cert is not None
-            ctx = self._server_ctx[wc.identity] = tls.server_context(self.settings.root_cert, wc)
+            ctx = self._server_ctx[wc.identity] = tls.server_context(self._root_path(), wc)
         return ctx, wc.identity
 
     # --------------------------------------------------------------------------- lifecycle
@@ -394,6 +442,7 @@ class Ztunnel:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         s = self.settings
+        self._prefetch_certificates()
         addrs: set[tuple[IPAddr, int]] = set()
         if s.outbound:
             srv = await loop.create_server(self._captured_factory, s.outbound[0], s.outbound[1], reuse_address=True)
@@ -413,6 +462,10 @@ class Ztunnel:
             if addr:
                 self._servers.append(await serve_http(addr[0], addr[1], handler))
         self._static_addrs = frozenset(addrs)
+        if s.inpod_socket is not None:
+            self.inpod = InpodPods(self)
+            self._enrolment = EnrolmentServer(s.inpod_socket, self.inpod)
+            await self._enrolment.start()
         await self._sync_inbound_listeners()
         if self.config_path is not None:
             self.spawn(self._watch_config())
@@ -432,10 +485,17 @@ class Ztunnel:
         self.pool.close()
         for live in list(self._live.values()):
             live.close()
+        if self.ca is not None:
+            await self.ca.close()
+        if self._enrolment is not None:
+            self._enrolment.close()
+        if self.inpod is not None:
+            self.inpod.close()
 
     async def _sync_inbound_listeners(self) -> None:
         loop = asyncio.get_running_loop()
-        want = {ip for w in self.local_workloads() for ip in w.ips}
+        inpod_ips = self.inpod.ips() if self.inpod is not None else set()
+        want = {ip for w in self.local_workloads() for ip in w.ips} - inpod_ips  # enrolled pods: in their netns
         for ip in list(self._inbound):
             if ip not in want:
                 for srv in self._inbound.pop(ip):
@@ -455,7 +515,7 @@ class Ztunnel:
                 log.error("cannot listen on %s: %s", ip, e)
             self._inbound[ip] = servers
         addrs = set(self._static_addrs)
-        for ip in self._inbound:
+        for ip in [*self._inbound, *inpod_ips]:
             addrs.add((ip, self.settings.inbound_port))
             addrs.add((ip, self.settings.plaintext_port))
         self._listener_addrs = frozenset(addrs)
@@ -502,6 +562,7 @@ class Ztunnel:
         old = self.state
         self.state = state
         self.lbs.update(state)
+        self._prefetch_certificates()
         await self._sync_inbound_listeners()
         if old.policies != state.policies or old.workloads != state.workloads:
             self._recheck_live()
@@ -545,7 +606,17 @@ class Ztunnel:
             self.xds_synced = True
             return None
 
-        await run_delta_ads(target, client, handle)
+        if self.xds_channel is not None:
+            await run_delta_ads(
+                target,
+                client,
+                handle,
+                root_pem=self.xds_channel.root_pem,
+                token=self.xds_channel.token,
+                server_name=self.xds_channel.server_name,
+            )
+        else:
+            await run_delta_ads(target, client, handle)
 
     # --------------------------------------------------------------------------- outbound
     def _captured_factory(self) -> asyncio.Protocol:
@@ -558,6 +629,8 @@ class Ztunnel:
         wl = self.state.find_workload(ip)
         if wl is not None and wl.node == self.settings.node:
             return wl
+        if self.inpod is not None and self.inpod.owns(ip):
+            return None  # an enrolled pod acts only as its own workload: unknown until the state has it
         if self.settings.workload:
             ns, _, name = self.settings.workload.partition("/")
             for w in self.state.workloads.values():
@@ -685,7 +758,7 @@ class Ztunnel:
         elif route.hbone:
             self.spawn(self._outbound_local(held, src, source, req, labels, finish))
         else:
-            self.spawn(self._outbound_tcp(held, req.destination, labels, finish))
+            self.spawn(self._outbound_tcp(held, req.destination, labels, finish, src[0]))
 
     def _hbone_headers(self, src: tuple[IPAddr, int], source: Workload, req: Request) -> list[tuple[str, str]]:
         fwd = f'for="{_fmt(src)}"'
@@ -716,11 +789,17 @@ class Ztunnel:
             peer=_fmt((ip, port)),
             on_abuse=self.closed_for,
         )
+        pod_sock = self.inpod.socket_for(src_ip) if self.inpod is not None else None
         try:
-            await asyncio.wait_for(
-                loop.create_connection(lambda: conn.pump, str(ip), port, local_addr=(str(src_ip), 0)),
-                self.settings.connect_timeout,
-            )
+            if pod_sock is not None:  # in-pod: dial from inside the source pod's netns, marked
+                await asyncio.wait_for(
+                    self._connect_sock(pod_sock, (ip, port), lambda: conn.pump), self.settings.connect_timeout
+                )
+            else:
+                await asyncio.wait_for(
+                    loop.create_connection(lambda: conn.pump, str(ip), port, local_addr=(str(src_ip), 0)),
+                    self.settings.connect_timeout,
+                )
             await asyncio.wait_for(asyncio.shield(conn.ready), self.settings.handshake_timeout)
         except TimeoutError:
             conn.close()
@@ -800,7 +879,34 @@ class Ztunnel:
         self.metrics.conn_failed({**labels, "response_flags": flag})
         finish(0, 0, error)
 
-    async def _connect_plain(self, dst: tuple[IPAddr, int]) -> _Held:
+    async def _connect_sock(self, sock: socket.socket, dst: tuple[IPAddr, int], factory: Callable[[], Any]) -> Any:
+        """Connect a socket made in a pod's netns, then hand it to the event loop like any other."""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.sock_connect(sock, (str(dst[0]), dst[1]))
+            _t, proto = await loop.create_connection(factory, sock=sock)
+        except BaseException:
+            sock.close()
+            raise
+        return proto
+
+    def _pod_socket(self, dst: IPAddr, src: IPAddr | None) -> socket.socket | None:
+        """In-pod mode: to an enrolled pod, from inside its netns with the client's IP as source (the app sees
+        who called); from an enrolled pod, from inside the source pod's netns. Else None: a plain socket here."""
+        if self.inpod is None:
+            return None
+        if src is not None and self.inpod.owns(dst):
+            sock = self.inpod.socket_for(dst, transparent=True)
+            if sock is not None and src != dst:
+                try:
+                    sock.bind((str(src), 0))
+                except OSError:
+                    sock.close()
+                    raise
+            return sock
+        return self.inpod.socket_for(src) if src is not None else None
+
+    async def _connect_plain(self, dst: tuple[IPAddr, int], src: IPAddr | None = None) -> _Held:
         """Connect with the connect timeout (TimeoutError), as `asyncio.timeout` would, with less per-call work."""
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
@@ -814,7 +920,11 @@ class Ztunnel:
 
         timer = loop.call_later(self.settings.connect_timeout, expire)
         try:
-            _t, held = await loop.create_connection(_Held, str(dst[0]), dst[1])
+            pod_sock = self._pod_socket(dst[0], src)
+            if pod_sock is not None:
+                held = await self._connect_sock(pod_sock, dst, _Held)
+            else:
+                _t, held = await loop.create_connection(_Held, str(dst[0]), dst[1])
         except asyncio.CancelledError:
             if expired and task.uncancel() == 0:
                 raise TimeoutError from None
@@ -829,9 +939,10 @@ class Ztunnel:
         dst: tuple[IPAddr, int],
         labels: dict[str, str],
         finish: Callable[[int, int, str | None], None],
+        src_ip: IPAddr | None = None,
     ) -> None:
         try:
-            up = await self._connect_plain(dst)
+            up = await self._connect_plain(dst, src_ip)
         except (OSError, TimeoutError) as e:
             self._fail_out(held.transport, labels, "CONNECT", finish, str(e))
             return
@@ -864,7 +975,7 @@ class Ztunnel:
             self._fail_out(held.transport, labels, e.flag, finish, str(e))
             return
         try:
-            up = await self._connect_plain(dec.upstream)
+            up = await self._connect_plain(dec.upstream, src[0])
         except (OSError, TimeoutError) as e:
             self._fail_out(held.transport, labels, "CONNECT", finish, str(e))
             return
@@ -934,7 +1045,11 @@ class Ztunnel:
     # --------------------------------------------------------------------------- inbound HBONE (15008)
     def _hbone_factory(self, ip: IPAddr) -> Any:
         wl = self.state.find_workload(ip)
-        ctx, ident = self.server_ctx(wl.identity if wl else None)
+        try:
+            ctx, ident = self.server_ctx(wl.identity if wl else None)
+        except MissingCertificate as e:
+            log_in.warning('connection refused dst.addr=%s direction="inbound" error="%s"', _fmt((ip, 15008)), e)
+            return _Refused()
         conn = HboneConnection(
             ctx,
             server_side=True,
@@ -1024,7 +1139,7 @@ class Ztunnel:
             service=svc,
         )
         try:
-            up = await self._connect_plain(dec.upstream)
+            up = await self._connect_plain(dec.upstream, src[0])
         except (OSError, TimeoutError) as e:
             log_in.warning(
                 'connection failed src.addr=%s dst.addr=%s direction="inbound" error="%s"',
@@ -1171,7 +1286,7 @@ class Ztunnel:
             mtls=False,
         )
         try:
-            up = await self._connect_plain(dst)
+            up = await self._connect_plain(dst, src[0])
         except (OSError, TimeoutError):
             self.metrics.conn_failed({**labels, "response_flags": "CONNECT"})
             held.transport.abort()
@@ -1340,7 +1455,7 @@ class Ztunnel:
                 },
                 "coreImpl": getattr(self.impl, "__name__", str(self.impl)),
             },
-            "certificates": [cert(wc) for wc in self._certs.values()],
+            "certificates": [cert(wc) for wc in {**self._certs, **(self.ca.certs if self.ca else {})}.values()],
         }
 
 
@@ -1392,7 +1507,14 @@ def release_free_memory() -> None:
         _malloc_trim(0)
 
 
-async def run(config: Path | None, xds: str | None, *, impl_name: str = "cython") -> None:
+async def run(
+    config: Path | None,
+    xds: str | None,
+    *,
+    impl_name: str = "cython",
+    ca: Callable[[], CaCertificates] | None = None,
+    xds_channel: XdsChannel | None = None,
+) -> None:
     import signal
 
     if config is None:
@@ -1404,7 +1526,7 @@ async def run(config: Path | None, xds: str | None, *, impl_name: str = "cython"
         import _core._reference as impl
     else:
         import _core as impl
-    zt = Ztunnel(loaded, config_path=config, impl=impl, xds=xds)
+    zt = Ztunnel(loaded, config_path=config, impl=impl, xds=xds, ca=ca() if ca else None, xds_channel=xds_channel)
     await zt.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -18,6 +18,7 @@ proxy:
   certificates:
   - {cert: certs/sleep.pem, key: certs/sleep.key}
   xds: 127.0.0.1:15010              # optional delta ADS server (merged over the static resources)
+  inpodSocket: /var/run/ztunnel/ztunnel.sock  # optional: in-pod mode, the node agent enrols pods here
 workloads: [...]                    # as ztunnel's LocalWorkload
 services: [...]
 policies: [...]
@@ -78,6 +79,7 @@ class ProxySettings:
     pool_max_streams: int = 100
     keepalive_interval: float = 10.0
     keepalive_timeout: float = 20.0
+    inpod_socket: Path | None = None  # in-pod capture: the enrolment socket (ztunnel/inpod)
 
 
 @dataclass
@@ -247,6 +249,7 @@ _PROXY_FIELDS = {
     "poolMaxStreams",
     "keepaliveInterval",
     "keepaliveTimeout",
+    "inpodSocket",
 }
 
 
@@ -426,6 +429,7 @@ def parse_proxy(c: _Ctx, v: Any, base: Path) -> ProxySettings:
         pool_max_streams=c.integer(d.get("poolMaxStreams", 100), "proxy.poolMaxStreams", 1, 10000),
         keepalive_interval=float(d.get("keepaliveInterval", 10.0)),
         keepalive_timeout=float(d.get("keepaliveTimeout", 20.0)),
+        inpod_socket=p(d["inpodSocket"], "proxy.inpodSocket") if d.get("inpodSocket") else None,
     )
 
 

@@ -49,3 +49,7 @@ class ConfigError(ValueError):
 
 class UnknownSource(ProxyError):
     """A captured connection from an address that is not a workload of this node (and no default is set)."""
+
+
+class MissingCertificate(ConnectionError):
+    """No certificate of this workload's own identity (yet): nothing is proxied under another identity."""

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 from waypoint.settings import ControllerSettings, RenderSettings
@@ -33,7 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster service account, "
                                              "then $KUBECONFIG / ~/.kube/config)")
     parser.add_argument("--xds-address", default="127.0.0.1:15010",
-                        help="host:port the xDS server listens on")
+                        help="host:port the plaintext xDS server listens on (never serves secrets); off if empty")
+    parser.add_argument("--secure-address", default="127.0.0.1:15012",
+                        help="host:port of istiod's secure port (TLS: ADS + CA, callers authenticated with "
+                             "TokenReview); off if empty")
+    parser.add_argument("--ca-dir", type=Path,
+                        help="keep the CA root here (root.crt/root.key) so restarts keep identities valid")
     parser.add_argument(
         "--waypoint-xds-address",
         help="xDS address written into waypoint bootstraps, as pods reach it "
@@ -58,18 +64,24 @@ async def _serve(args: argparse.Namespace, settings: ControllerSettings) -> int:
     # Imported here so `pyambient --help` does not load grpc and the kubernetes client.
     from waypoint.controller import WaypointController
     from waypoint.kube.api import KubeApi, api_client_from_kubeconfig
+    from waypoint.kube.tokenreview import TokenReviewAuthenticator
+    from xds.ca import CertificateAuthority
     from xds.controlplane import ControlPlane
     from xds.mesh.objects import mesh_from_objects
 
-    control_plane = ControlPlane()
-    port = await control_plane.start(args.xds_address)
-    log.info("xDS server listening on port %d", port)
+    api = KubeApi(api_client_from_kubeconfig(args.kubeconfig))
+    control_plane = ControlPlane(ca=CertificateAuthority.load_or_create(args.ca_dir) if args.ca_dir else None)
+    port = await control_plane.start(
+        args.xds_address or None,
+        secure_address=args.secure_address or None,
+        authenticator=TokenReviewAuthenticator(api),
+    )
+    log.info("xDS server listening on port %d; secure port (TLS, ADS + CA) on %d", port, control_plane.secure_port)
 
     def publish(objects: list[dict[str, Any]]) -> None:
         control_plane.update(mesh_from_objects(objects))
 
-    api = KubeApi(api_client_from_kubeconfig(args.kubeconfig))
-    controller = WaypointController(api, settings, publish=publish)
+    controller = WaypointController(api, settings, publish=publish, root_cert=control_plane.ca.root_pem)
     controller.start()
 
     stop = asyncio.Event()

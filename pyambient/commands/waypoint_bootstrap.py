@@ -16,8 +16,16 @@ def register_waypoint_subcommand(waypoint_subparsers: argparse._SubParsersAction
         "--listen-address", default="0.0.0.0", help="address the HBONE listener (15008) binds; a pod IP locally"
     )
     parser.add_argument("--sotw", action="store_true", help="state-of-the-world ADS instead of delta")
+    parser.add_argument(
+        "--sds-socket",
+        default="/var/run/secrets/workload-spiffe-uds/socket",
+        help="the waypoint agent's SDS socket (`pyambient waypoint agent`)",
+    )
     parser.add_argument("-o", "--output", help="write to this file instead of stdout")
     parser.set_defaults(func=run)
+    from pyambient.commands.waypoint_agent import register_agent_subcommand
+
+    register_agent_subcommand(waypoint_subparsers)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -40,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
             int(port),
             admin_port=args.admin_port,
             delta=not args.sotw,
+            sds_socket=args.sds_socket,
         )
     )
     if args.output:

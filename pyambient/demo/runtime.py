@@ -70,7 +70,13 @@ class DemoMesh:
             self.ztunnels[node.name] = self._start_ztunnel(node)
         for wp in self.plan.waypoints:
             envoy_node = WaypointNode(wp.waypoint.name, wp.waypoint.namespace, wp.pod.ip)
-            self.envoys[wp.waypoint.name] = EnvoyProcess(self.workdir, envoy_node, self.control.port).start()
+            credentials = self.control.waypoint_credentials(envoy_node)
+            self.envoys[wp.waypoint.name] = EnvoyProcess(
+                self.workdir, envoy_node, self.control.port, credentials=credentials
+            )
+            self.envoys[wp.waypoint.name].start_agent()  # agents side by side; each Envoy once its agent serves
+        for envoy in self.envoys.values():
+            envoy.start()
         for zt in self.ztunnels.values():
             ready: Callable[[], bool] = functools.partial(_http_ok, zt.url("readiness", "/healthz/ready"))
             wait_until(
@@ -79,38 +85,47 @@ class DemoMesh:
                 what=f"ztunnel {zt.node.name} ready (log: {zt.log_path})",
             )
         for name, envoy in self.envoys.items():
-            wait_until(functools.partial(self._acked, envoy), timeout=30, what=f"waypoint {name} ACKs its config")
+            wait_until(functools.partial(self._acked, envoy), timeout=60, what=f"waypoint {name} ACKs its config")
         return self
 
     def _acked(self, envoy: EnvoyProcess) -> bool:
         assert self.control is not None
         cp = self.control.control_plane
         snapshot = cp.snapshot_for(envoy.node.to_node())
-        types = (resources.LISTENER, resources.CLUSTER, resources.SECRET)
-        return all(cp.acks.get((envoy.node.node_id, t)) == snapshot.version(t) for t in types)
+        types = (resources.LISTENER, resources.CLUSTER)
+        acked = all(cp.acks.get((envoy.node.node_id, t)) == snapshot.version(t) for t in types)
+        return acked and envoy.serving()
 
     def _start_ztunnel(self, node: NodePlan) -> ZtunnelProcess:
         assert self.control is not None
         cp = self.control.control_plane
         directory = self.workdir / node.name
-        certs = directory / "certs"
-        certs.mkdir(parents=True, exist_ok=True)
-        (certs / "root.pem").write_bytes(cp.ca.root_pem)
-        pairs = []
-        for identity in sorted({w.identity for w in node.workloads}):
-            issued = cp.certificate(identity)
-            stem = identity.rsplit("/", 1)[-1] + "-" + identity.split("/ns/")[1].split("/")[0]
-            (certs / f"{stem}.pem").write_bytes(issued.cert_pem)
-            (certs / f"{stem}.key").write_bytes(issued.key_pem)
-            pairs.append({"cert": f"certs/{stem}.pem", "key": f"certs/{stem}.key"})
+        directory.mkdir(parents=True, exist_ok=True)
+        # No certificate files: the ztunnel asks the secure port for its workloads' identities with
+        # its own token (istio-system/ztunnel, bound to its node), as in a cluster.
+        root = directory / "root-cert.pem"
+        root.write_bytes(cp.ca.root_pem)
+        token = directory / "istio-token"
+        token.touch(mode=0o600)
+        token.write_text(
+            self.control.tokens.issue("istio-system", "ztunnel", pod=f"ztunnel-{node.name}", node=node.name)
+        )
+        identity_args = [
+            "--ca-address",
+            f"127.0.0.1:{self.control.secure_port}",
+            "--ca-root-cert",
+            str(root),
+            "--token-path",
+            str(token),
+            "--ca-server-name",
+            "istiod.istio-system.svc",
+        ]
         config = {
             "proxy": {
                 "node": node.name,
                 "bindIp": node.ip,
                 "outbound": None,  # no iptables capture in the demo: clients use SOCKS5
                 **{k: f"{node.ip}:{p}" for k, p in ZTUNNEL_PORTS.items()},
-                "rootCert": "certs/root.pem",
-                "certificates": pairs,
                 "xds": f"127.0.0.1:{self.control.port}",
             }
         }
@@ -118,7 +133,7 @@ class DemoMesh:
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         log_path = self.workdir / f"ztunnel-{node.name}.log"
         process = subprocess.Popen(
-            [sys.executable, "-m", "pyambient", "ztunnel", "--config", str(config_path)],
+            [sys.executable, "-m", "pyambient", "ztunnel", "--config", str(config_path), *identity_args],
             stdout=log_path.open("wb"),
             stderr=subprocess.STDOUT,
         )

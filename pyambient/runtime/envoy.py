@@ -8,9 +8,11 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +50,24 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: fl
     raise TimeoutError(f"timed out waiting for {what or predicate}: last error {last_error!r}")
 
 
+@dataclass(frozen=True)
+class PodCredentials:
+    """What a waypoint pod is given to get its identity: the CA's secure address and root, and its token."""
+
+    ca_address: str  # host:port of the control plane's secure port (15012)
+    root_pem: bytes
+    token: str  # ServiceAccount token, audience istio-ca
+    namespace: str
+    service_account: str
+    ttl_seconds: int = 86400
+
+
 class EnvoyProcess:
-    """One Envoy waypoint: bootstrap written by `pyambient waypoint bootstrap`'s builder."""
+    """One waypoint pod: `pyambient waypoint agent` (key, CSR, SDS on a Unix socket) and Envoy.
+
+    Envoy's bootstrap is written by `pyambient waypoint bootstrap`'s builder; its secrets come only
+    from the agent, which gets them signed with the pod's token over the secure port.
+    """
 
     def __init__(
         self,
@@ -57,11 +75,18 @@ class EnvoyProcess:
         node: WaypointNode,
         xds_port: int,
         *,
+        credentials: PodCredentials,
         delta: bool = True,
         admin_port: int | None = None,
         readiness_port: int | None = None,
     ) -> None:
         self.node = node
+        self.credentials = credentials
+        # Unix socket paths are limited to 107 bytes; pytest's tmp paths can be longer.
+        self.pod_dir = Path(tempfile.mkdtemp(prefix="pa-wp-"))
+        self.sds_socket = self.pod_dir / "sds.sock"
+        self.agent_log_path = workdir / f"{node.name}-{node.namespace}-agent.log"
+        self.agent: subprocess.Popen[bytes] | None = None
         self.admin_port = admin_port or free_port()
         self.workdir = workdir
         self.bootstrap_path = workdir / f"{node.name}-{node.namespace}-bootstrap.json"
@@ -74,11 +99,56 @@ class EnvoyProcess:
             readiness_port=free_port(),
             prometheus_port=None,
             delta=delta,
+            sds_socket=str(self.sds_socket),
         )
         self.bootstrap_path.write_text(bootstrap_json(bootstrap))
         self.process: subprocess.Popen[bytes] | None = None
 
+    def start_agent(self) -> None:
+        c = self.credentials
+        (self.pod_dir / "root-cert.pem").write_bytes(c.root_pem)
+        token = self.pod_dir / "istio-token"
+        token.write_text(c.token)
+        token.chmod(0o600)
+        self.agent = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pyambient",
+                "waypoint",
+                "agent",
+                "--ca-address",
+                c.ca_address,
+                "--ca-server-name",
+                "istiod.istio-system.svc",
+                "--root-cert",
+                str(self.pod_dir / "root-cert.pem"),
+                "--token-path",
+                str(token),
+                "--namespace",
+                c.namespace,
+                "--service-account",
+                c.service_account,
+                "--sds-socket",
+                str(self.sds_socket),
+                "--ttl",
+                str(c.ttl_seconds),
+            ],
+            stdout=self.agent_log_path.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+
+    def agent_log(self) -> str:
+        return self.agent_log_path.read_text(errors="replace") if self.agent_log_path.exists() else ""
+
     def start(self) -> EnvoyProcess:
+        if self.agent is None:
+            self.start_agent()
+        # As pilot-agent does: Envoy starts once the agent serves SDS (it has the first certificate).
+        # Started earlier, Envoy would back its sds-grpc reconnects off for up to 30 s.
+        wait_until(
+            self.sds_socket.exists, timeout=60, what=f"the agent serving SDS (log: {self.agent_log_path})"
+        )
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             [
@@ -101,6 +171,8 @@ class EnvoyProcess:
 
     def stop(self) -> None:
         stop_process(self.process)
+        stop_process(self.agent)
+        shutil.rmtree(self.pod_dir, ignore_errors=True)
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -130,6 +202,10 @@ class EnvoyProcess:
                 for entry in config.get("dynamic_active_clusters", []):
                     names.add(entry["cluster"]["name"])
         return names
+
+    def serving(self) -> bool:
+        """HBONE listener active: its config ACKed and its certificate (from the agent) loaded."""
+        return "connect_terminate" in self.dynamic_names("listeners")
 
     def active_listener(self, name: str) -> dict[str, Any]:
         """The active (not warming, not draining) dynamic listener `name`, as the config dump shows it."""

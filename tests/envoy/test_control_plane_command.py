@@ -1,4 +1,4 @@
-"""`pyambient control-plane --mesh DIR` + `pyambient waypoint bootstrap` + `envoy -c`, as a user runs them."""
+"""`pyambient control-plane`, `token`, `waypoint agent`, `waypoint bootstrap` and `envoy -c`, as a user runs them."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -24,13 +25,17 @@ def _pyambient(*args: str, **kwargs: object) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "pyambient", *args], **kwargs)  # type: ignore[call-overload]
 
 
-def _control_plane(mesh: Path, xds_port: int, metrics_port: int, ca_dir: Path, log: Path) -> subprocess.Popen[bytes]:
+def _control_plane(
+    mesh: Path, xds_port: int, metrics_port: int, ca_dir: Path, log: Path, secure_port: int
+) -> subprocess.Popen[bytes]:
     return _pyambient(
         "control-plane",
         "--mesh",
         str(mesh),
         "--xds-address",
         f"127.0.0.1:{xds_port}",
+        "--secure-address",
+        f"127.0.0.1:{secure_port}",
         "--metrics-address",
         f"127.0.0.1:{metrics_port}",
         "--ca-dir",
@@ -49,9 +54,40 @@ def processes() -> dict[str, subprocess.Popen[bytes]]:
 def running(tmp_path: Path, processes: dict[str, subprocess.Popen[bytes]]) -> Iterator[tuple[Path, Path, int, int]]:
     mesh = tmp_path / "mesh"
     shutil.copytree(EXAMPLES, mesh)
-    xds_port, metrics_port, admin_port = free_port(), free_port(), free_port()
+    xds_port, metrics_port, admin_port, secure_port = free_port(), free_port(), free_port(), free_port()
     log = tmp_path / "control-plane.log"
-    control = processes["control-plane"] = _control_plane(mesh, xds_port, metrics_port, tmp_path / "ca", log)
+    ca_dir = tmp_path / "ca"
+    control = processes["control-plane"] = _control_plane(mesh, xds_port, metrics_port, ca_dir, log, secure_port)
+    wait_until(lambda: (ca_dir / "token-signing.key").exists(), what="the control plane's CA directory")
+    # The waypoint pod: a token for its service account, the published root, the agent on a socket.
+    pod = Path(tempfile.mkdtemp(prefix="pa-pod-"))  # short: Unix socket paths are limited to 107 bytes
+    token = pod / "istio-token"
+    subprocess.run(
+        [sys.executable, "-m", "pyambient", "token", "--ca-dir", str(ca_dir), "-n", "default"]
+        + ["--service-account", "waypoint", "-o", str(token)],
+        check=True,
+    )
+    agent = processes["agent"] = _pyambient(
+        "waypoint",
+        "agent",
+        "--ca-address",
+        f"127.0.0.1:{secure_port}",
+        "--ca-server-name",
+        "istiod.istio-system.svc",
+        "--root-cert",
+        str(ca_dir / "root-cert.pem"),
+        "--token-path",
+        str(token),
+        "-n",
+        "default",
+        "--service-account",
+        "waypoint",
+        "--sds-socket",
+        str(pod / "sds.sock"),
+        stdout=(tmp_path / "agent.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    wait_until((pod / "sds.sock").exists, timeout=60, what="the agent serving SDS")  # as pilot-agent: then Envoy
     bootstrap = tmp_path / "bootstrap.json"
     subprocess.run(
         [
@@ -70,6 +106,8 @@ def running(tmp_path: Path, processes: dict[str, subprocess.Popen[bytes]]) -> It
             "127.0.12.41",
             "--admin-port",
             str(admin_port),
+            "--sds-socket",
+            str(pod / "sds.sock"),
             "-o",
             str(bootstrap),
         ],
@@ -83,10 +121,11 @@ def running(tmp_path: Path, processes: dict[str, subprocess.Popen[bytes]]) -> It
     try:
         yield mesh, log, admin_port, metrics_port
     finally:
-        envoy.terminate()
-        control.terminate()
-        envoy.wait(10)
-        control.wait(10)
+        for process in (envoy, agent, control):
+            process.terminate()
+        for process in (envoy, agent, control):
+            process.wait(10)
+        shutil.rmtree(pod, ignore_errors=True)
 
 
 def _get(url: str) -> str:
@@ -169,7 +208,8 @@ def test_envoy_survives_a_control_plane_restart_and_keeps_its_identities(
         "labels: {istio.io/use-waypoint: waypoint}}\n"
         "spec: {clusterIP: 127.96.0.75, selector: {app: later}, ports: [{name: http, port: 80}]}\n"
     )
-    restarted = _control_plane(mesh, xds_port, free_port(), tmp_path / "ca", log)
+    secure_port = int(log.read_text().split("serving the secure port (TLS: ADS, CA) on 127.0.0.1:", 1)[1].split(";")[0])
+    restarted = _control_plane(mesh, xds_port, free_port(), tmp_path / "ca", log, secure_port)
     try:
         wait_until(
             lambda: "later.default.svc.cluster.local" in _clusters(admin_port),

@@ -202,8 +202,9 @@ class Waypoint:
 
 def acked_everything(cp: Any, envoy: EnvoyProcess) -> bool:
     snapshot = cp.snapshot_for(envoy.node.to_node())
-    types = (resources.LISTENER, resources.CLUSTER, resources.ENDPOINT, resources.SECRET)
-    return all(cp.acks.get((envoy.node.node_id, t)) == snapshot.version(t) for t in types)
+    types = (resources.LISTENER, resources.CLUSTER, resources.ENDPOINT)
+    acked = all(cp.acks.get((envoy.node.node_id, t)) == snapshot.version(t) for t in types)
+    return acked and envoy.serving()  # serving: its certificate from the agent is loaded too
 
 
 @pytest.fixture(scope="module")
@@ -218,9 +219,12 @@ def wp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Waypoint]:
     ]
     backends.append(HeaderEchoBackend(ECHO_IP, 8080))
     backends.append(SlowBackend(SLOW_IP, 8080))
-    envoy = EnvoyProcess(workdir, WAYPOINT, control.port, delta=True).start()
+    envoy = EnvoyProcess(workdir, WAYPOINT, control.port, credentials=control.waypoint_credentials(WAYPOINT))
     try:
-        wait_until(functools.partial(acked_everything, control.control_plane, envoy), what="envoy ACKs every type")
+        envoy.start()
+        wait_until(
+            functools.partial(acked_everything, control.control_plane, envoy), timeout=60, what="envoy ACKs every type"
+        )
         yield Waypoint(control, envoy, ca)
     finally:
         envoy.stop()

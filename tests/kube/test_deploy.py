@@ -62,7 +62,7 @@ def test_controller_command_runs_with_the_deploy_rbac_only(kube_cluster: KubeClu
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "pyambient.commands.controller", f"--kubeconfig={kubeconfig}",
-             f"--xds-address=127.0.0.1:{xds_port}"],
+             f"--xds-address=127.0.0.1:{xds_port}", f"--secure-address=127.0.0.1:{free_port()}"],
             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
     try:
@@ -81,6 +81,8 @@ def test_controller_command_runs_with_the_deploy_rbac_only(kube_cluster: KubeClu
                 return s.connect_ex(("127.0.0.1", xds_port)) == 0
 
         eventually(xds_listening, what="xDS port open")
+        eventually(lambda: kube_cluster.get_json("configmap", "istio-ca-root-cert", "-n", namespace),
+                   what="the root published with the deploy RBAC", timeout=30)
         assert "Forbidden" not in log_path.read_text() and "forbidden" not in log_path.read_text()
     finally:
         process.send_signal(signal.SIGTERM)
@@ -98,5 +100,5 @@ def test_manifests_name_only_known_commands() -> None:
     assert "command: [pyambient, controller]" in manifest
     help_text = subprocess.run([sys.executable, "-m", "pyambient.commands.controller", "--help"],
                                capture_output=True, text=True, check=True, cwd=ROOT).stdout
-    for flag in ("--xds-address", "--waypoint-xds-address", "--proxy-image"):
+    for flag in ("--xds-address", "--secure-address", "--waypoint-xds-address", "--proxy-image"):
         assert flag in help_text and flag in manifest, flag

@@ -92,14 +92,16 @@ def test_kubectl_applied_httproute_reaches_envoy_weights(
     ):
         kube_cluster.apply(SERVICES.format(name=name, ns=namespace, selector=selector))
     kube_cluster.apply(GATEWAY.format(ns=namespace))
-    envoy = EnvoyProcess(tmp_path, WaypointNode("waypoint", namespace, "127.0.12.9"), control_plane.port).start()
+    node = WaypointNode("waypoint", namespace, "127.0.12.9")
+    credentials = control_plane.waypoint_credentials(node)
+    envoy = EnvoyProcess(tmp_path, node, control_plane.port, credentials=credentials).start()
     try:
         chain = f"inbound-vip|80|http|web.{namespace}.svc.cluster.local"
-        wait_until(lambda: chain in json.dumps(envoy.config_dump()), what="envoy has the web chain")
+        wait_until(lambda: chain in json.dumps(envoy.config_dump()), timeout=60, what="envoy has the web chain")
         kube_cluster.apply(ROUTE.format(ns=namespace, v1=90, v2=10))
-        wait_until(lambda: envoy.route_weights(chain) == [90, 10], what="90/10 in envoy")
+        wait_until(lambda: envoy.route_weights(chain) == [90, 10], timeout=60, what="90/10 in envoy")
         kube_cluster.apply(ROUTE.format(ns=namespace, v1=50, v2=50))
-        wait_until(lambda: envoy.route_weights(chain) == [50, 50], what="50/50 in envoy")
+        wait_until(lambda: envoy.route_weights(chain) == [50, 50], timeout=60, what="50/50 in envoy")
         assert envoy.alive()
         assert len(control_plane.control_plane.nacks) == 0
     finally:

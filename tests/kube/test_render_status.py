@@ -265,3 +265,25 @@ def test_rendered_bootstrap_command_is_accepted_by_the_real_cli(tmp_path: Path) 
                    capture_output=True, timeout=60)
     bootstrap = json.loads(output.read_text())
     assert bootstrap["node"]["id"].startswith("waypoint~")
+
+
+def test_render_waypoint_pod_gets_its_identity_from_the_agent_not_the_control_plane() -> None:
+    _, deployment, _ = render_waypoint(gateway(), SETTINGS)
+    spec = deployment["spec"]["template"]["spec"]
+    proxy, agent = spec["containers"]
+    assert agent["command"] == [
+        "pyambient", "waypoint", "agent", "--ca-address", "pyambient-controller.istio-system.svc:15012",
+        "--sds-socket", "/var/run/secrets/workload-spiffe-uds/socket",
+    ]
+    mounts = {m["name"]: m["mountPath"] for m in agent["volumeMounts"]}
+    assert mounts == {
+        "workload-socket": "/var/run/secrets/workload-spiffe-uds",
+        "istiod-ca-cert": "/var/run/secrets/istio",
+        "istio-token": "/var/run/secrets/tokens",
+    }
+    assert {"name": "workload-socket", "mountPath": "/var/run/secrets/workload-spiffe-uds"} in proxy["volumeMounts"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["istiod-ca-cert"]["configMap"] == {"name": "istio-ca-root-cert"}
+    token = volumes["istio-token"]["projected"]["sources"][0]["serviceAccountToken"]
+    assert token == {"audience": "istio-ca", "expirationSeconds": 43200, "path": "istio-token"}
+    assert {e["name"] for e in agent["env"]} >= {"POD_NAMESPACE", "SERVICE_ACCOUNT"}

@@ -41,36 +41,3 @@ def test_a_steady_stream_of_updates_is_pushed_within_max_delay() -> None:
             await cp.stop()
 
     assert asyncio.run(scenario()) >= 2
-
-
-def test_leaves_are_renewed_past_half_their_lifetime() -> None:
-    import datetime
-
-    from envoy_data_plane.envoy.extensions.transport_sockets.tls.v3 import Secret
-
-    from xds import resources
-    from xds.ca import CertificateAuthority
-    from xds.envoy.bootstrap import WaypointNode
-
-    async def scenario() -> tuple[bytes, bytes]:
-        cp = ControlPlane(ca=CertificateAuthority(leaf_ttl=datetime.timedelta(seconds=2)))
-        cp.update(mesh_from_objects(shop_mesh()))
-        await cp.start("127.0.0.1:0")
-        try:
-            node = WaypointNode("waypoint", "shop").to_node()
-
-            def leaf() -> bytes:
-                secret = cp.snapshot_for(node).of_type(resources.SECRET)["default"].any.unpack()
-                assert isinstance(secret, Secret) and secret.tls_certificate is not None
-                chain = secret.tls_certificate.certificate_chain
-                assert chain is not None and chain.inline_bytes is not None
-                return bytes(chain.inline_bytes)
-
-            first = leaf()
-            await asyncio.sleep(1.6)  # past half of 2 s, with the 0.2 s check interval
-            return first, leaf()
-        finally:
-            await cp.stop()
-
-    first, later = asyncio.run(scenario())
-    assert first != later

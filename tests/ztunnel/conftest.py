@@ -98,11 +98,19 @@ def free_port(ip: str = "127.0.0.1") -> int:
 
 
 class ZtunnelProc:
-    def __init__(self, config: Path, ip: str, log: Path, core: str = "cython", netns: str | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        ip: str,
+        log: Path,
+        core: str = "cython",
+        netns: str | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.config = config
         self.ip = ip
         self.log_path = log
-        cmd = [PY, "-m", "pyambient", "ztunnel", "--config", str(config), "--core", core]
+        cmd = [PY, "-m", "pyambient", "ztunnel", "--config", str(config), "--core", core, *extra_args]
         if netns:
             cmd = ["ip", "netns", "exec", netns, *cmd]
         self._log = open(log, "wb")

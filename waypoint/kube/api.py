@@ -60,6 +60,8 @@ HTTP_ROUTES = Resource("HTTPRoute", "gateway.networking.k8s.io/v1", "httproutes"
 AUTHORIZATION_POLICIES = Resource(
     "AuthorizationPolicy", "security.istio.io/v1", "authorizationpolicies", True
 )
+CONFIG_MAPS = Resource("ConfigMap", "v1", "configmaps", True)
+TOKEN_REVIEWS = Resource("TokenReview", "authentication.k8s.io/v1", "tokenreviews", False)
 PEER_AUTHENTICATIONS = Resource("PeerAuthentication", "security.istio.io/v1", "peerauthentications", True)
 
 RESOURCES_BY_KIND: Mapping[str, Resource] = {

@@ -1,6 +1,7 @@
 """The bootstrap of a waypoint Envoy: who it is, where its xDS server is, and static plumbing.
 
-Everything else (listeners, clusters, endpoints, secrets) arrives over one ADS stream.
+Listeners, clusters and endpoints arrive over one ADS stream; secrets come from the pod's agent
+over the `sds-grpc` cluster, a Unix socket (as Istio's bootstrap does), never from the control plane.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from envoy_data_plane.envoy.config.bootstrap.v3 import (
     BootstrapStaticResources,
 )
 from envoy_data_plane.envoy.config.cluster.v3 import Cluster, ClusterDiscoveryType
+from envoy_data_plane.envoy.config.core.v3 import Address as CoreAddress
 from envoy_data_plane.envoy.config.core.v3 import (
     ApiConfigSource,
     ApiConfigSourceApiType,
@@ -23,6 +25,7 @@ from envoy_data_plane.envoy.config.core.v3 import (
     GrpcServiceEnvoyGrpc,
     Http2ProtocolOptions,
     Node,
+    Pipe,
     TypedExtensionConfig,
 )
 from envoy_data_plane.envoy.config.endpoint.v3 import ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints
@@ -42,12 +45,14 @@ from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v
 )
 from envoy_data_plane.google.protobuf import Struct, Value
 
-from xds.envoy.common import ads, pack, seconds, socket_address, upstream_http2_options
+from xds.envoy.common import SDS_CLUSTER, ads, pack, seconds, socket_address, upstream_http2_options
 
 XDS_CLUSTER = "xds-grpc"
 ADMIN_CLUSTER = "admin"
 READINESS_PORT = 15021
 PROMETHEUS_PORT = 15090
+# Where Istio's agent serves SDS inside a pod (a shared emptyDir between agent and Envoy).
+DEFAULT_SDS_SOCKET = "/var/run/secrets/workload-spiffe-uds/socket"
 
 
 @dataclass(frozen=True)
@@ -107,6 +112,23 @@ def _static_cluster(name: str, host: str, port: int, *, http2: bool) -> Cluster:
     )
 
 
+def _sds_cluster(socket_path: str) -> Cluster:
+    return Cluster(
+        name=SDS_CLUSTER,
+        type=ClusterDiscoveryType.STATIC,
+        connect_timeout=seconds(1),
+        load_assignment=ClusterLoadAssignment(
+            cluster_name=SDS_CLUSTER,
+            endpoints=[
+                LocalityLbEndpoints(
+                    lb_endpoints=[LbEndpoint(endpoint=Endpoint(address=CoreAddress(pipe=Pipe(path=socket_path))))]
+                )
+            ],
+        ),
+        typed_extension_protocol_options=upstream_http2_options(3600, Http2ProtocolOptions()),
+    )
+
+
 def _admin_proxy_listener(name: str, address: str, port: int, path: str, rewrite: str) -> Listener:
     """Expose one admin path (readiness, Prometheus stats) on a pod port, as Istio's agent does."""
     hcm = HttpConnectionManager(
@@ -146,6 +168,7 @@ def waypoint_bootstrap(
     readiness_port: int | None = READINESS_PORT,
     prometheus_port: int | None = PROMETHEUS_PORT,
     delta: bool = True,
+    sds_socket: str = DEFAULT_SDS_SOCKET,
 ) -> Bootstrap:
     api = ApiConfigSource(
         api_type=ApiConfigSourceApiType.DELTA_GRPC if delta else ApiConfigSourceApiType.GRPC,
@@ -169,6 +192,7 @@ def waypoint_bootstrap(
             clusters=[
                 _static_cluster(XDS_CLUSTER, xds_host, xds_port, http2=True),
                 _static_cluster(ADMIN_CLUSTER, "127.0.0.1", admin_port, http2=False),
+                _sds_cluster(sds_socket),
             ],
             listeners=static_listeners,
         ),

@@ -9,9 +9,13 @@ import betterproto2
 from envoy_data_plane.envoy.config.core.v3 import (
     Address,
     AggregatedConfigSource,
+    ApiConfigSource,
+    ApiConfigSourceApiType,
     ApiVersion,
     ConfigSource,
     EnvoyInternalAddress,
+    GrpcService,
+    GrpcServiceEnvoyGrpc,
     Http2ProtocolOptions,
     KeepaliveSettings,
     SocketAddress,
@@ -49,6 +53,8 @@ HBONE_CONNECTION_WINDOW = 16 * 1024 * 1024
 # Secret names Istio's proxies ask SDS for: the workload certificate and the root bundle.
 SECRET_DEFAULT = "default"
 SECRET_ROOTCA = "ROOTCA"
+# The bootstrap cluster to the pod's agent (a Unix socket): secrets never come from the control plane.
+SDS_CLUSTER = "sds-grpc"
 
 
 def pack(message: betterproto2.Message) -> Any:
@@ -94,8 +100,23 @@ def internal_upstream_transport(passthrough: tuple[str, ...] = (ORIGINAL_DST_MET
     )
 
 
+@functools.cache
+def agent_sds() -> ConfigSource:
+    """Secrets come from the pod's agent over `sds-grpc`, as in Istio's proxies."""
+    return ConfigSource(
+        api_config_source=ApiConfigSource(
+            api_type=ApiConfigSourceApiType.GRPC,
+            transport_api_version=ApiVersion.V3,
+            grpc_services=[GrpcService(envoy_grpc=GrpcServiceEnvoyGrpc(cluster_name=SDS_CLUSTER))],
+            set_node_on_first_message_only=True,
+        ),
+        initial_fetch_timeout=seconds(0),
+        resource_api_version=ApiVersion.V3,
+    )
+
+
 def sds(name: str) -> SdsSecretConfig:
-    return SdsSecretConfig(name=name, sds_config=ads())
+    return SdsSecretConfig(name=name, sds_config=agent_sds())
 
 
 @functools.cache

@@ -1,0 +1,22 @@
+"""Publishes the mesh root as Istio does: ConfigMap `istio-ca-root-cert` (key `root-cert.pem`) per namespace.
+
+Pods mount it to trust the control plane's secure port (the waypoint agent's `--root-cert`).
+Istio's namespace controller skips the Kubernetes system namespaces; so do we.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+ROOT_CERT_CONFIG_MAP = "istio-ca-root-cert"
+ROOT_CERT_KEY = "root-cert.pem"
+SKIPPED_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease", "local-path-storage"})
+
+
+def root_cert_config_map(namespace: str, root_pem: bytes) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": ROOT_CERT_CONFIG_MAP, "namespace": namespace, "labels": {"istio.io/config": "true"}},
+        "data": {ROOT_CERT_KEY: root_pem.decode()},
+    }
