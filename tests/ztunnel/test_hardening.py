@@ -332,6 +332,40 @@ def test_rapid_reset_is_closed_with_one_log_line(
     assert _log_lines(m.node_b, "reason=premature_resets") == 1
 
 
+def test_a_peer_that_grants_huge_windows_but_never_reads_gets_back_pressure(
+    tmp_path: Path, procs: list[ZtunnelProc], backends: list[Backend]
+) -> None:
+    """It sends 128 MiB through a CONNECT stream to the echo backend and reads nothing back: once our socket to it
+    stops draining, the backend's socket stops being read, so what node B holds is bounded by socket buffers and
+    windows, not by the 128 MiB (nor by the 2^31-1 windows the peer grants); with no WINDOW_UPDATE coming any more,
+    a peer that keeps sending overruns our window and is closed with FLOW_CONTROL_ERROR."""
+    m, cert = _mesh(tmp_path, "127.0.150", procs, backends)
+    root = tmp_path / "certs" / "root.crt"
+    assert m.node_b is not None
+    settings = h2s.frame(h2s.SETTINGS, 0, 0, (4).to_bytes(2, "big") + (2**31 - 1).to_bytes(4, "big"))
+    with under_attack(m, m.node_b) as (usage, by):
+        a = Attacker(m, cert, root, settings=False)
+        a.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        a.send(PREFACE + settings + _window_update(0, 2**31 - 1 - 65535))
+        a.send(h2s.headers_frames(1, _connect_block(m), False, 16384))
+        chunk = h2s.frame(h2s.DATA, 0, 1, b"z" * 16384)
+        a.sock.settimeout(5)
+        sent = 0
+        try:
+            for _ in range(128 * MiB // 16384):
+                a.sock.sendall(chunk)
+                sent += len(chunk)
+        except (OSError, ssl.SSLError):
+            pass  # the server stopped taking our bytes (its window) or closed us (we overran it)
+        print(f"\nsent {sent >> 20} MiB into the stream, read nothing")
+        time.sleep(2)
+        a.close()
+    _served(by)
+    assert usage.rss_kb[1] - usage.rss_kb[0] < 32 * 1024, f"peak: {usage}"
+    assert usage.fds[2] <= usage.fds[0], usage
+    m.node_b.wait_log("reason=flow_control")
+
+
 # -------------------------------------------------------------------------------------------- RFC 9113 rows
 @dataclass
 class Violation:
