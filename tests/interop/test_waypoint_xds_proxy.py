@@ -56,18 +56,20 @@ def test_own_token_gets_the_waypoint_config_through_the_agent(
         envoy.stop()
 
 
+@pytest.mark.parametrize("delta", [True, False], ids=["delta", "sotw"])
 def test_another_service_accounts_token_is_refused_permission_denied(
-    control: ControlPlaneThread, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    control: ControlPlaneThread, tmp_path: Path, caplog: pytest.LogCaptureFixture, delta: bool
 ) -> None:
     caplog.set_level(logging.WARNING, logger="pyambient.xds")
     # A valid token and its own certificate, but for service account `intruder`, not the waypoint's.
     credentials = control.credentials("shop", "intruder")
-    envoy = EnvoyProcess(tmp_path, NODE, credentials=credentials).start()
+    envoy = EnvoyProcess(tmp_path, NODE, credentials=credentials, delta=delta).start()
     try:
         wait_until(
             lambda: "PERMISSION_DENIED" in envoy.agent_log(), timeout=60, what="the agent relays the refusal"
         )
-        assert "ended Envoy's xDS stream DeltaAggregatedResources: PERMISSION_DENIED" in envoy.agent_log()
+        method = "DeltaAggregatedResources" if delta else "StreamAggregatedResources"
+        assert f"ended Envoy's xDS stream {method}: PERMISSION_DENIED" in envoy.agent_log()
         refusals = [r.getMessage() for r in caplog.records if "refused (PERMISSION_DENIED)" in r.getMessage()]
         assert any(NODE.node_id in line and "shop:intruder" in line for line in refusals), refusals
         # Nothing of the waypoint's config reached Envoy.
