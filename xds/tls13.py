@@ -30,12 +30,11 @@ if not _grpc_loaded_first and _preset is None:
 
 def enforced() -> bool:
     """True when this process's gRPC negotiates TLS 1.3 only."""
-    return not _grpc_loaded_first and os.environ.get(CIPHER_SUITES_VARIABLE) == TLS12_NOTHING == (
-        _preset or TLS12_NOTHING
-    )
+    # What grpc read is what the variable held when it was imported: ours, or a preset value.
+    return not _grpc_loaded_first and (_preset is None or _preset == TLS12_NOTHING)
 
 
 def why_not() -> str:
     if _grpc_loaded_first:
         return f"grpc was imported before xds.tls13 could set {CIPHER_SUITES_VARIABLE}"
-    return f"{CIPHER_SUITES_VARIABLE} is {os.environ.get(CIPHER_SUITES_VARIABLE)!r}, not {TLS12_NOTHING!r}"
+    return f"{CIPHER_SUITES_VARIABLE} was preset to {_preset!r}, not {TLS12_NOTHING!r}"

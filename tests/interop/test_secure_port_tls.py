@@ -72,20 +72,37 @@ def test_tls13_client_is_served(control: ControlPlaneThread) -> None:
         assert tls.selected_alpn_protocol() == "h2"
 
 
-def test_secure_port_refuses_to_start_when_tls12_cannot_be_turned_off() -> None:
-    """grpc imported before `xds` (so the cipher list cannot take effect): no secure port, a clear error."""
+@pytest.mark.parametrize(
+    ("scenario", "first_line", "preset", "reason"),
+    [
+        ("grpc imported before xds", "import grpc", None, "grpc was imported before xds.tls13"),
+        (
+            "TLS 1.2 ciphers preset in the environment",
+            "",
+            "ECDHE-ECDSA-AES128-GCM-SHA256",
+            "GRPC_SSL_CIPHER_SUITES was preset to 'ECDHE-ECDSA-AES128-GCM-SHA256'",
+        ),
+    ],
+)
+def test_secure_port_refuses_to_start_when_tls12_cannot_be_turned_off(
+    scenario: str, first_line: str, preset: str | None, reason: str
+) -> None:
+    """Fail closed: no secure port accepting TLS 1.2, and an error saying why."""
     program = (
-        "import grpc, asyncio\n"
+        f"{first_line}\n"
+        "import asyncio\n"
         "from xds.controlplane import ControlPlane\n"
         "from xds.tokens import LocalTokenIssuer\n"
         "asyncio.run(ControlPlane().start(None, secure_address='127.0.0.1:0', authenticator=LocalTokenIssuer()))\n"
     )
     env = {k: v for k, v in os.environ.items() if k != tls13.CIPHER_SUITES_VARIABLE}
+    if preset is not None:
+        env[tls13.CIPHER_SUITES_VARIABLE] = preset
     result = subprocess.run(
         [sys.executable, "-c", program], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
     )
-    assert result.returncode != 0
-    assert "cannot be restricted to TLS 1.3: grpc was imported before xds.tls13" in result.stderr
+    assert result.returncode != 0, scenario
+    assert f"cannot be restricted to TLS 1.3: {reason}" in result.stderr, scenario
 
 
 @pytest.mark.parametrize(
