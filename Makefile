@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install build system-deps kube-tools lint test test-fast demo bench clean
+.PHONY: install build system-deps kube-tools node-tools images lint test test-fast demo demo-cluster bench clean
 
 $(STAMP): pyproject.toml setup.py
 	$(PY) -m venv $(VENV)
@@ -21,27 +21,48 @@ build: install
 # Debian tools the ztunnel tests and benchmarks drive: iptables (capture in network namespaces),
 # iproute2 (`ip netns`), iperf3 (throughput anchor), gcc + OpenSSL headers (the benchmarks' C load generator
 # and ceiling relays). Installed once; needs root, as CI has.
+# The `node` tests' real node adds containerd, runc, the CNI plugins, conntrack, nft (the host-state check),
+# nsenter (util-linux), and umoci + mmdebstrap to build its images without a registry.
+NODE_DEBS := containerd runc containernetworking-plugins conntrack nftables util-linux umoci mmdebstrap
 system-deps:
 	@command -v iptables >/dev/null && command -v iperf3 >/dev/null && command -v ip >/dev/null && \
-	  command -v gcc >/dev/null && test -f /usr/include/openssl/ssl.h || \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables iproute2 iperf3 gcc libssl-dev)
+	  command -v gcc >/dev/null && test -f /usr/include/openssl/ssl.h && \
+	  command -v containerd >/dev/null && command -v runc >/dev/null && test -x /usr/lib/cni/bridge && \
+	  command -v conntrack >/dev/null && command -v nft >/dev/null && command -v nsenter >/dev/null && \
+	  command -v umoci >/dev/null && command -v mmdebstrap >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    iptables iproute2 iperf3 gcc libssl-dev $(NODE_DEBS))
 
 # kube-apiserver, etcd and kubectl for the `kube` tests, built once into ~/.cache/pyambient/.
 kube-tools:
 	bash hack/install-kube-tools.sh
 
+# kubelet, kube-proxy, kube-controller-manager, kube-scheduler and CoreDNS for the `node` tests (after
+# kube-tools, in its Go module and build cache).
+node-tools: kube-tools
+	bash hack/install-node-tools.sh
+
+# The node's images (pause, base, pyambient, waypoint) as OCI archives, rebuilt only when an input changed.
+images: build system-deps
+	bash hack/build-images.sh
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy --no-error-summary waypoint ztunnel xds pyambient _core tests benchmarks
 
-test: build system-deps kube-tools lint
+test: build system-deps kube-tools node-tools images lint
 	$(BIN)/pytest
 
 test-fast: build
-	$(BIN)/pytest -m "not kube and not envoy and not ztunnel"
+	$(BIN)/pytest -m "not kube and not envoy and not ztunnel and not node"
 
 demo: build
 	$(BIN)/pyambient demo
+
+# The same control plane on a real single-node Kubernetes (the `node` tests' node): deploy/ applied as a user
+# would, a waypoint Gateway programmed, its Envoy's listeners shown. Needs root.
+demo-cluster: build system-deps node-tools images
+	$(BIN)/python -m tests.node.demo
 
 bench: build system-deps
 	$(BIN)/pytest benchmarks --benchmark-enable -p no:cacheprovider

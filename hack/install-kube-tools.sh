@@ -11,12 +11,7 @@
 # module graph and one compile cache (the first build is the slow part: see docs/kubernetes.md).
 set -euo pipefail
 
-KUBERNETES_VERSION="v1.34.4"
-# The staging modules (k8s.io/api, k8s.io/apiserver, ...) are published as v0.<minor>.<patch>.
-STAGING_VERSION="v0.${KUBERNETES_VERSION#v1.}"
-# k8s.io/kubernetes v1.34.x requires this etcd client; the server of the same release matches it.
-ETCD_VERSION="v3.6.4"
-GATEWAY_API_VERSION="v1.3.0"
+source "$(dirname "${BASH_SOURCE[0]}")/kube-versions.sh"
 
 CACHE_DIR="${PYAMBIENT_CACHE:-$HOME/.cache/pyambient}"
 BIN_DIR="$CACHE_DIR/bin"

@@ -14,8 +14,11 @@ class RenderSettings:
     xds_address: str = "pyambient-controller.istio-system.svc:15012"
     # The secure port the waypoint agent asks for its certificate (`pyambient controller --secure-address`).
     ca_address: str = "pyambient-controller.istio-system.svc:15012"
-    # One image holds both envoy and the `pyambient` CLI that prints the bootstrap.
-    proxy_image: str = "ghcr.io/pyambient/waypoint:latest"
+    # One image holds both envoy and the `pyambient` CLI that prints the bootstrap. A fixed tag (the project
+    # version, as `make images` tags it): Kubernetes then defaults the pull policy to IfNotPresent, so a node
+    # holding the local image never pulls, while a cluster with a registry pulls this name (`:latest` would
+    # mean Always, which fails without a registry).
+    proxy_image: str = "ghcr.io/pyambient/waypoint:0.1.0"
     cluster_domain: str = CLUSTER_DOMAIN
 
 

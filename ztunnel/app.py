@@ -29,7 +29,7 @@ from prometheus_client import generate_latest
 from ztunnel import tls
 from ztunnel.admin import serve_http
 from ztunnel.certs import CaCertificates
-from ztunnel.config import LoadedConfig, ProxySettings, load_config
+from ztunnel.config import LoadedConfig, ProxySettings, load_config, settings_from_flags
 from ztunnel.errors import ConfigError, Denied, MissingCertificate, ProxyError, UnknownSource
 from ztunnel.hbone import HboneConnection, HttpStatusError, StreamCtx
 from ztunnel.identity import Identity
@@ -337,6 +337,12 @@ class Ztunnel:
     def _load_certs(self, s: ProxySettings) -> None:
         if self.ca is not None and not s.certificates:
             return  # every certificate comes from the CA, on demand
+        if self.config_path is None and s.root_cert is None and not s.certificates:
+            # Started from flags alone (settings_from_flags) and no CA client: Ready, configured over xDS, but
+            # with no identity it refuses HBONE (no inbound listeners; _cert_for raises) instead of borrowing one.
+            log.warning("no certificates: HBONE is refused until this ztunnel has an identity")
+            self._certs = {}
+            return
         if s.root_cert is None or not s.certificates:
             raise ConfigError(
                 str(self.config_path or "config"),
@@ -467,6 +473,8 @@ class Ztunnel:
         loop = asyncio.get_running_loop()
         inpod_ips = self.inpod.ips() if self.inpod is not None else set()
         want = {ip for w in self.local_workloads() for ip in w.ips} - inpod_ips  # enrolled pods: in their netns
+        if not self._certs and self.ca is None:
+            want = set()  # no identity at all (flags-only start without a CA): no HBONE to terminate
         for ip in list(self._inbound):
             if ip not in want:
                 for srv in self._inbound.pop(ip):
@@ -1461,8 +1469,11 @@ async def run(
     import signal
 
     if config is None:
-        raise ConfigError("(command line)", "--config", "a config file with the proxy section is required")
-    loaded = load_config(config)
+        if xds is None:
+            raise ConfigError("(command line)", "--xds", "--xds is required without --config")
+        loaded = settings_from_flags(xds=xds, node=os.environ.get("NODE_NAME", ""))
+    else:
+        loaded = load_config(config)
     tune_malloc()
     impl: Any
     if impl_name == "python":

@@ -433,6 +433,26 @@ def parse_proxy(c: _Ctx, v: Any, base: Path) -> ProxySettings:
     )
 
 
+def settings_from_flags(*, xds: str, node: str) -> LoadedConfig:
+    """What a ztunnel started from its DaemonSet's arguments alone runs with (no --config file): xDS from
+    --xds, the node name from the downward API (NODE_NAME), admin on loopback, metrics and readiness on every
+    address (the kubelet probes the pod IP), the ports upstream ztunnel binds. No outbound or SOCKS5
+    listener and no certificates: traffic can only reach this ztunnel through in-pod capture, which is not
+    implemented yet, and without a certificate it must not speak HBONE under any identity."""
+    return LoadedConfig(
+        ProxySettings(
+            node=node,
+            outbound=None,
+            socks5=None,
+            admin=("127.0.0.1", 15000),
+            metrics=("0.0.0.0", 15020),
+            readiness=("0.0.0.0", 15021),
+            xds=xds,
+        ),
+        ProxyState([], [], []),
+    )
+
+
 def parse_config(data: Any, where: str, base: Path) -> LoadedConfig:
     c = _Ctx(where)
     d = c.obj(data if data is not None else {}, "(top level)", {"proxy", "workloads", "services", "policies"})

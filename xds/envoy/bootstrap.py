@@ -9,6 +9,7 @@ the plaintext port, for local tools only.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from dataclasses import dataclass
 
@@ -103,9 +104,16 @@ class WaypointNode:
 
 
 def _static_cluster(name: str, host: str, port: int, *, http2: bool) -> Cluster:
+    # An IP literal is a STATIC endpoint; a name (the in-cluster default
+    # pyambient-controller.istio-system.svc) must be resolved, which Envoy refuses to do for STATIC.
+    try:
+        ipaddress.ip_address(host)
+        discovery_type = ClusterDiscoveryType.STATIC
+    except ValueError:
+        discovery_type = ClusterDiscoveryType.STRICT_DNS
     return Cluster(
         name=name,
-        type=ClusterDiscoveryType.STATIC,
+        type=discovery_type,
         connect_timeout=seconds(5),
         load_assignment=ClusterLoadAssignment(
             cluster_name=name,
