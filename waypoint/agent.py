@@ -5,6 +5,10 @@ control plane's secure port (`CreateCertificate` with the pod's projected Servic
 serves `default` (chain + key) and `ROOTCA` to Envoy over SDS on a Unix socket (Envoy's bootstrap
 cluster `sds-grpc` is a pipe to it). Renewal: a new key and certificate at half the lifetime, pushed
 to Envoy over the open SDS stream (Envoy keeps its connections; new handshakes use the new one).
+
+With `xds_socket` it also proxies Envoy's ADS to the control plane's secure port with the same token
+(`waypoint.xdsproxy`), so Envoy never dials the plaintext port and the control plane can check that
+the pod owns the node it asks config for.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pathlib import Path
 import grpc
 from envoy_data_plane.envoy.config.core.v3 import Node
 
+from waypoint.xdsproxy import XdsProxy
 from xds import resources
 from xds.caclient import CaClient, WorkloadCertificate
 from xds.envoy.secrets import secrets_from_pem
@@ -54,6 +59,8 @@ class WaypointAgent:
         *,
         ttl_seconds: int = 86400,
         ca_server_name: str | None = None,
+        xds_socket: Path | None = None,
+        xds_address: str | None = None,
     ) -> None:
         self.identity = identity
         self.ca_address = ca_address
@@ -62,6 +69,9 @@ class WaypointAgent:
         self.sds_socket = sds_socket
         self.ttl_seconds = ttl_seconds
         self.ca_server_name = ca_server_name
+        self.xds_socket = xds_socket
+        self.xds_address = xds_address or ca_address  # pilot-agent: discovery and CA on istiod's 15012
+        self.xds_proxy: XdsProxy | None = None
         self.current: WorkloadCertificate | None = None
         self._snapshot = Snapshot()
         self._wakers: set[Callable[[], None]] = set()
@@ -86,6 +96,12 @@ class WaypointAgent:
         """Get the first certificate (retrying until the CA answers), then serve SDS and renew."""
         self._client = CaClient(self.ca_address, self.root_pem, self.token, server_name=self.ca_server_name)
         self._install(await self._fetch_with_retry())
+        if self.xds_socket is not None:
+            # Before SDS: callers start Envoy once the SDS socket exists, and its xDS must be there too.
+            self.xds_proxy = XdsProxy(
+                self.xds_address, self.root_pem, self.token, self.xds_socket, server_name=self.ca_server_name
+            )
+            await self.xds_proxy.start()
         self.sds_socket.parent.mkdir(parents=True, exist_ok=True)
         if self.sds_socket.exists():
             self.sds_socket.unlink()
@@ -102,6 +118,8 @@ class WaypointAgent:
             await self._server.stop()
         if self._client is not None:
             await self._client.close()
+        if self.xds_proxy is not None:
+            await self.xds_proxy.stop()
 
     async def renew(self) -> None:
         """Fetch a new key and certificate now and push them to Envoy."""

@@ -38,7 +38,7 @@ from waypoint.meshfeed import MeshFeed, Publisher
 from waypoint.names import NAME_OVERRIDE, SERVICE_NAME_LABEL
 from waypoint.queue import WorkQueue
 from waypoint.reconcile import GatewayClassKey, GatewayKey, HTTPRouteKey, Reconciler, manual_deployment_service
-from waypoint.rootcert import SKIPPED_NAMESPACES, root_cert_config_map
+from waypoint.rootcert import ROOT_CERT_CONFIG_MAPS, SKIPPED_NAMESPACES, needs_restoring, root_cert_config_map
 from waypoint.settings import ControllerSettings
 from waypoint.unimplemented import report_unimplemented
 
@@ -72,7 +72,7 @@ class WaypointController:
         self._api = api
         self.informers: dict[str, Informer] = {
             r.kind: Informer(api, r, self._on_change, self.settings.watch)
-            for r in MESH_RESOURCES + RECONCILE_ONLY_RESOURCES
+            for r in MESH_RESOURCES + RECONCILE_ONLY_RESOURCES + ((ROOT_CERT_CONFIG_MAPS,) if root_cert else ())
         }
         self.queue: WorkQueue[WorkKey] = WorkQueue(self.settings.queue)
         self.reconciler = Reconciler(api, self, self.settings.render)
@@ -168,6 +168,11 @@ class WaypointController:
                     self._enqueue_gateway(gateway)
         elif kind == "HTTPRoute":
             self.queue.add(HTTPRouteKey(namespace, str(meta.get("name"))))
+        elif resource is ROOT_CERT_CONFIG_MAPS:
+            # Deleted or edited by someone else: publish it again (our own apply echoes back unchanged).
+            restore = self.root_cert is not None and needs_restoring(new, self.root_cert)
+            if restore and namespace not in SKIPPED_NAMESPACES:
+                self.queue.add(RootCertKey(namespace))
         if kind == "Service" and (old is None or new is None):
             # A Service appearing or going changes whether routes' parents and backends resolve.
             for route in self.items(HTTP_ROUTES):
@@ -214,7 +219,11 @@ class WaypointController:
                     self.queue.forget(key)
                 elif isinstance(key, RootCertKey):
                     assert self.root_cert is not None
-                    self._api.apply(CONFIG_MAPS, root_cert_config_map(key.namespace, self.root_cert))
+                    namespace = self.get(NAMESPACES, "", key.namespace)
+                    # Not into a namespace that is gone or going (its ConfigMaps are deleted with it).
+                    if namespace is not None and not (namespace.get("metadata") or {}).get("deletionTimestamp"):
+                        self._api.apply(CONFIG_MAPS, root_cert_config_map(key.namespace, self.root_cert))
+                        log.info("published %s in namespace %s", "istio-ca-root-cert", key.namespace)
                     self.queue.forget(key)
                 else:
                     self.reconciler.reconcile_gateway_class(key)

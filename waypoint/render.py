@@ -46,6 +46,7 @@ _SERVICE_TYPES = frozenset({"ClusterIP", "NodePort", "LoadBalancer"})
 _DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 BOOTSTRAP_PATH = "/etc/istio/proxy/envoy-bootstrap.json"
+XDS_SOCKET = "/etc/istio/proxy/XDS"  # the agent's xDS proxy, where Istio's pilot-agent serves it
 SDS_SOCKET_DIR = "/var/run/secrets/workload-spiffe-uds"  # where Istio's agent serves SDS in a pod
 
 
@@ -202,7 +203,7 @@ def _pod_spec(names: WaypointNames, settings: RenderSettings) -> dict[str, Any]:
     # then starts from it and gets everything else from the controller's xDS server.
     bootstrap_command = [
         "pyambient", "waypoint", "bootstrap", "--name", names.gateway, "--namespace", names.namespace,
-        "--xds", settings.xds_address, "--output", BOOTSTRAP_PATH,
+        "--xds-socket", XDS_SOCKET, "--output", BOOTSTRAP_PATH,
     ]
     field_env = [
         ("POD_NAME", "metadata.name"),
@@ -225,17 +226,20 @@ def _pod_spec(names: WaypointNames, settings: RenderSettings) -> dict[str, Any]:
     volume_mount = {"name": "istio-envoy", "mountPath": "/etc/istio/proxy"}
     # Identity, as Istio's waypoint pods: the agent makes the key in the pod and serves it to Envoy
     # on a socket in a shared emptyDir; it proves who it is with a projected token (audience istio-ca)
-    # and trusts the control plane through the published root (ConfigMap istio-ca-root-cert).
+    # and trusts the control plane through the published root (ConfigMap istio-ca-root-cert). It also
+    # relays Envoy's xDS (socket in the istio-envoy emptyDir) to the secure port with that token.
     socket_mount = {"name": "workload-socket", "mountPath": SDS_SOCKET_DIR}
     agent = {
         "name": "identity-agent",
         "image": settings.proxy_image,
         "command": ["pyambient", "waypoint", "agent", "--ca-address", settings.ca_address,
-                    "--sds-socket", f"{SDS_SOCKET_DIR}/socket"],
+                    "--sds-socket", f"{SDS_SOCKET_DIR}/socket",
+                    "--xds-address", settings.xds_address, "--xds-socket", XDS_SOCKET],
         "env": env,
         "securityContext": security_context,
         "volumeMounts": [
             socket_mount,
+            volume_mount,
             {"name": "istiod-ca-cert", "mountPath": "/var/run/secrets/istio", "readOnly": True},
             {"name": "istio-token", "mountPath": "/var/run/secrets/tokens", "readOnly": True},
         ],

@@ -9,8 +9,9 @@ from waypoint.names import CLUSTER_DOMAIN
 
 @dataclass(frozen=True)
 class RenderSettings:
-    # The xDS server the waypoint's Envoy bootstrap points at (`pyambient controller --xds-address`).
-    xds_address: str = "pyambient-controller.istio-system.svc:15010"
+    # The secure xDS port the waypoint agent relays Envoy's ADS to, with the pod's token
+    # (`pyambient controller --secure-address`): waypoints in a cluster never use plaintext 15010.
+    xds_address: str = "pyambient-controller.istio-system.svc:15012"
     # The secure port the waypoint agent asks for its certificate (`pyambient controller --secure-address`).
     ca_address: str = "pyambient-controller.istio-system.svc:15012"
     # One image holds both envoy and the `pyambient` CLI that prints the bootstrap. A fixed tag (the project

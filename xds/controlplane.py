@@ -28,6 +28,7 @@ from xds.envoy.bootstrap import WaypointNode
 from xds.envoy.waypoint import build_waypoint
 from xds.mesh.model import Mesh, PolicyCondition
 from xds.server import AdsServer, SecurePort
+from xds.serving import RotatingServingCertificate
 from xds.snapshot import Snapshot
 from xds.stream import Acked, Event, Nacked
 from xds.tokens import Authenticator, Caller
@@ -79,6 +80,7 @@ class ControlPlane:
         self._flush_handle: asyncio.TimerHandle | None = None
         self._server: AdsServer | None = None
         self._secure_server: AdsServer | None = None
+        self.serving: RotatingServingCertificate | None = None  # the secure port's certificate
         self.secure_port = 0
         self.builders: list[NodeBuilder] = [waypoint_snapshot, ztunnel_snapshot]
         self.nacks: collections.deque[NackRecord] = collections.deque(maxlen=NACK_HISTORY)
@@ -199,11 +201,13 @@ class ControlPlane:
         secure_address: str | None = None,
         authenticator: Authenticator | None = None,
         server_names: tuple[str, ...] = (),
+        serving_ttl: datetime.timedelta = datetime.timedelta(days=90),
     ) -> int:
         """Start the ADS server(s) on the running loop; returns the plaintext port (or the secure one alone).
 
         `secure_address` (istiod's 15012) needs `authenticator`; its serving certificate names
-        `CONTROL_PLANE_DNS_NAMES`, `server_names` and the address it listens on.
+        `CONTROL_PLANE_DNS_NAMES`, `server_names` and the address it listens on, lives `serving_ttl`
+        and is renewed at half life (`xds.serving`).
         """
         self._loop = asyncio.get_running_loop()
         port = 0
@@ -215,15 +219,16 @@ class ControlPlane:
             ips = ["127.0.0.1"]
             if host and host not in names and host not in ips:
                 (ips if _is_ip(host) else names).append(host)
-            serving = self.ca.issue_server(names, ips, ttl=datetime.timedelta(days=90))
+            self.serving = serving = RotatingServingCertificate(
+                lambda: self.ca.issue_server(names, ips, ttl=serving_ttl)
+            )
             holder: list[AdsServer] = []
 
             async def authenticate(context: object, what: str) -> Caller:
                 return await holder[0].authenticate(context, what)  # type: ignore[arg-type]
 
             secure = SecurePort(
-                cert_pem=serving.cert_pem,
-                key_pem=serving.key_pem,
+                serving=serving,
                 authenticator=authenticator,
                 authorize_node=self.authorize_node,
                 handlers=(certificate_handler(self.ca, lambda: self._mesh, authenticate),),

@@ -30,9 +30,10 @@ from envoy_data_plane.envoy.service.discovery.v3 import (
     DiscoveryResponse,
 )
 
-from xds import resources
+from xds import resources, tls13
 from xds.authz import Refusal
 from xds.resources import short
+from xds.serving import RotatingServingCertificate
 from xds.snapshot import Snapshot
 from xds.stream import Acked, DeltaStream, Event, Nacked, NodeIdentified, SotwStream, StaleNonce, Subscribed
 from xds.tokens import AuthenticationError, Authenticator, Caller, bearer_token
@@ -63,8 +64,7 @@ class SnapshotSource(Protocol):
 class SecurePort:
     """What makes a port istiod's secure port: TLS identity, token check, node ownership, extra services."""
 
-    cert_pem: bytes  # serving certificate (chain), from our CA
-    key_pem: bytes
+    serving: RotatingServingCertificate  # from our CA, renewed at half life
     authenticator: Authenticator
     authorize_node: Callable[[Caller, Node], Refusal | None]
     handlers: tuple[grpc.GenericRpcHandler, ...] = ()
@@ -134,9 +134,12 @@ class AdsServer:
         }
         self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(self.service, handlers),))
         if self.secure is not None:
+            if not tls13.enforced():
+                # Fail closed: without the cipher list, grpc would accept TLS 1.2 on 15012.
+                log.error("secure port %s not started: cannot restrict it to TLS 1.3: %s", address, tls13.why_not())
+                raise RuntimeError(f"secure port {address} cannot be restricted to TLS 1.3: {tls13.why_not()}")
             self.server.add_generic_rpc_handlers(self.secure.handlers)
-            credentials = grpc.ssl_server_credentials([(self.secure.key_pem, self.secure.cert_pem)])
-            self.port = self.server.add_secure_port(address, credentials)
+            self.port = self.server.add_secure_port(address, self.secure.serving.credentials())
         else:
             self.port = self.server.add_insecure_port(address)
         if not self.port:

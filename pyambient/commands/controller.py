@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep the CA root here (root.crt/root.key) so restarts keep identities valid")
     parser.add_argument(
         "--waypoint-xds-address",
-        help="xDS address written into waypoint bootstraps, as pods reach it "
+        help="secure xDS address (15012) the waypoint agents relay Envoy's ADS to, as pods reach it "
              f"(default: {RenderSettings.xds_address})",
     )
     parser.add_argument("--proxy-image", default=RenderSettings.proxy_image,

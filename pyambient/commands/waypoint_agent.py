@@ -3,7 +3,9 @@
 Defaults follow pilot-agent inside a pod: `CA_ADDR`, `POD_NAMESPACE`, `SERVICE_ACCOUNT`, `TRUST_DOMAIN`
 and `SECRET_TTL` from the environment, the projected token at /var/run/secrets/tokens/istio-token,
 the root from the `istio-ca-root-cert` ConfigMap at /var/run/secrets/istio/root-cert.pem, and the
-SDS socket at /var/run/secrets/workload-spiffe-uds/socket.
+SDS socket at /var/run/secrets/workload-spiffe-uds/socket. Envoy's ADS is proxied from
+/etc/istio/proxy/XDS to the control plane's secure port (`--xds-address`, default the CA's address,
+as istiod serves both on 15012) with the same token; `--xds-socket ''` turns the proxy off.
 """
 
 from __future__ import annotations
@@ -28,6 +30,12 @@ def register_agent_subcommand(waypoint_subparsers: argparse._SubParsersAction[ar
     p.add_argument("--service-account", default=env("SERVICE_ACCOUNT"))
     p.add_argument("--trust-domain", default=env("TRUST_DOMAIN", "cluster.local"))
     p.add_argument("--sds-socket", type=Path, default=Path("/var/run/secrets/workload-spiffe-uds/socket"))
+    p.add_argument(
+        "--xds-socket",
+        default="/etc/istio/proxy/XDS",
+        help="where Envoy's bootstrap finds xDS (relayed over TLS with the token); '' for no proxy",
+    )
+    p.add_argument("--xds-address", default=None, help="host:port of the secure xDS port (default: --ca-address)")
     p.add_argument("--ttl", type=int, default=int(env("SECRET_TTL_SECONDS", "86400")), help="seconds")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=run)
@@ -66,6 +74,8 @@ async def _serve(args: argparse.Namespace, root_pem: bytes) -> int:
         args.sds_socket,
         ttl_seconds=args.ttl,
         ca_server_name=args.ca_server_name,
+        xds_socket=Path(args.xds_socket) if args.xds_socket else None,
+        xds_address=args.xds_address,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -10,7 +10,16 @@ def register_waypoint_subcommand(waypoint_subparsers: argparse._SubParsersAction
     parser = waypoint_subparsers.add_parser("bootstrap", help="print the Envoy bootstrap of a waypoint")
     parser.add_argument("--name", required=True, help="the waypoint Gateway's name")
     parser.add_argument("--namespace", "-n", required=True, help="the waypoint Gateway's namespace")
-    parser.add_argument("--xds", required=True, metavar="HOST:PORT", help="the control plane's ADS address")
+    parser.add_argument(
+        "--xds",
+        metavar="HOST:PORT",
+        help="plaintext ADS address (15010, local tools only); default: through the agent's --xds-socket",
+    )
+    parser.add_argument(
+        "--xds-socket",
+        default="/etc/istio/proxy/XDS",
+        help="the waypoint agent's xDS socket (relayed to the secure port 15012 with the pod's token)",
+    )
     parser.add_argument("--admin-port", type=int, default=15000, help="Envoy admin port on 127.0.0.1")
     parser.add_argument(
         "--listen-address", default="0.0.0.0", help="address the HBONE listener (15008) binds; a pod IP locally"
@@ -37,15 +46,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     from xds.envoy.bootstrap import WaypointNode, bootstrap_json, waypoint_bootstrap  # lazy: fast --help
 
-    host, sep, port = args.xds.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        print(f"error: --xds {args.xds!r} is not HOST:PORT", file=sys.stderr)
-        return 1
+    host: str | None = None
+    port: int | None = None
+    if args.xds is not None:
+        host, sep, port_text = args.xds.rpartition(":")
+        if not sep or not port_text.isdigit() or not host:
+            print(f"error: --xds {args.xds!r} is not HOST:PORT", file=sys.stderr)
+            return 1
+        port = int(port_text)
     text = bootstrap_json(
         waypoint_bootstrap(
             WaypointNode(args.name, args.namespace, args.listen_address),
             host,
-            int(port),
+            port,
+            xds_socket=args.xds_socket,
             admin_port=args.admin_port,
             delta=not args.sotw,
             sds_socket=args.sds_socket,

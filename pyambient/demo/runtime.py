@@ -73,7 +73,7 @@ class DemoMesh:
             envoy_node = WaypointNode(wp.waypoint.name, wp.waypoint.namespace, wp.pod.ip)
             credentials = self.control.waypoint_credentials(envoy_node)
             self.envoys[wp.waypoint.name] = EnvoyProcess(
-                self.workdir, envoy_node, self.control.port, credentials=credentials
+                self.workdir, envoy_node, credentials=credentials
             )
             self.envoys[wp.waypoint.name].start_agent()  # agents side by side; each Envoy once its agent serves
         for envoy in self.envoys.values():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -32,6 +33,7 @@ class ControlPlaneThread:
         *,
         secure_address: str | None = "127.0.0.1:0",
         authenticator: Authenticator | None = None,
+        serving_ttl: datetime.timedelta = datetime.timedelta(days=90),
     ) -> ControlPlaneThread:
         """Serve plaintext xDS on `address` and the istiod-compatible secure port on `secure_address`.
 
@@ -40,7 +42,7 @@ class ControlPlaneThread:
         """
         self._thread.start()
         start = self.control_plane.start(
-            address, secure_address=secure_address, authenticator=authenticator or self.tokens
+            address, secure_address=secure_address, authenticator=authenticator or self.tokens, serving_ttl=serving_ttl
         )
         port = asyncio.run_coroutine_threadsafe(start, self.loop).result(30)
         self.secure_port = self.control_plane.secure_port

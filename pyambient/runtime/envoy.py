@@ -66,16 +66,19 @@ class EnvoyProcess:
     """One waypoint pod: `pyambient waypoint agent` (key, CSR, SDS on a Unix socket) and Envoy.
 
     Envoy's bootstrap is written by `pyambient waypoint bootstrap`'s builder; its secrets come only
-    from the agent, which gets them signed with the pod's token over the secure port.
+    from the agent, which gets them signed with the pod's token over the secure port, and so does its
+    xDS: the agent relays it to the secure port with the same token (the control plane checks the
+    token owns the node). `plaintext_xds_port` instead points Envoy at the plaintext port directly
+    (local tools only).
     """
 
     def __init__(
         self,
         workdir: Path,
         node: WaypointNode,
-        xds_port: int,
         *,
         credentials: PodCredentials,
+        plaintext_xds_port: int | None = None,
         delta: bool = True,
         admin_port: int | None = None,
         readiness_port: int | None = None,
@@ -85,6 +88,7 @@ class EnvoyProcess:
         # Unix socket paths are limited to 107 bytes; pytest's tmp paths can be longer.
         self.pod_dir = Path(tempfile.mkdtemp(prefix="pa-wp-"))
         self.sds_socket = self.pod_dir / "sds.sock"
+        self.xds_socket = self.pod_dir / "xds.sock" if plaintext_xds_port is None else None
         self.agent_log_path = workdir / f"{node.name}-{node.namespace}-agent.log"
         self.agent: subprocess.Popen[bytes] | None = None
         self.admin_port = admin_port or free_port()
@@ -93,13 +97,14 @@ class EnvoyProcess:
         self.log_path = workdir / f"{node.name}-{node.namespace}-envoy.log"
         bootstrap = waypoint_bootstrap(
             node,
-            "127.0.0.1",
-            xds_port,
+            "127.0.0.1" if plaintext_xds_port is not None else None,
+            plaintext_xds_port,
             admin_port=self.admin_port,
             readiness_port=free_port(),
             prometheus_port=None,
             delta=delta,
             sds_socket=str(self.sds_socket),
+            xds_socket=str(self.xds_socket),
         )
         self.bootstrap_path.write_text(bootstrap_json(bootstrap))
         self.process: subprocess.Popen[bytes] | None = None
@@ -133,6 +138,8 @@ class EnvoyProcess:
                 str(self.sds_socket),
                 "--ttl",
                 str(c.ttl_seconds),
+                "--xds-socket",
+                str(self.xds_socket or ""),
             ],
             stdout=self.agent_log_path.open("wb"),
             stderr=subprocess.STDOUT,

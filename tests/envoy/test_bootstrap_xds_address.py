@@ -1,7 +1,8 @@
 """The waypoint bootstrap's xDS cluster: an IP is a STATIC endpoint, a name is resolved (STRICT_DNS).
 
-In a cluster the bootstrap points at `pyambient-controller.istio-system.svc:15010`; Envoy refuses a name in a
-STATIC cluster (`malformed IP address`), which only a real pod showed."""
+With `--xds HOST:PORT` (the plaintext port, local tools; waypoint pods use the agent's socket instead) the host
+may be a name, e.g. `pyambient-controller.istio-system.svc`; Envoy refuses a name in a STATIC cluster
+(`malformed IP address`), which only a real pod showed."""
 
 from __future__ import annotations
 

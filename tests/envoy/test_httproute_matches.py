@@ -219,7 +219,7 @@ def wp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Waypoint]:
     ]
     backends.append(HeaderEchoBackend(ECHO_IP, 8080))
     backends.append(SlowBackend(SLOW_IP, 8080))
-    envoy = EnvoyProcess(workdir, WAYPOINT, control.port, credentials=control.waypoint_credentials(WAYPOINT))
+    envoy = EnvoyProcess(workdir, WAYPOINT, credentials=control.waypoint_credentials(WAYPOINT))
     try:
         envoy.start()
         wait_until(

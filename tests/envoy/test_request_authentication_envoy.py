@@ -132,7 +132,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthMesh]:
     terminator = HboneTerminator(WEB_POD, ca.issue(spiffe_id("istio-system", "ztunnel")))
     control = ControlPlaneThread(base_mesh(), ca=ca).start()
     workdir: Path = tmp_path_factory.mktemp("envoy-jwt")
-    envoy = EnvoyProcess(workdir, WAYPOINT, control.port, credentials=control.waypoint_credentials(WAYPOINT)).start()
+    envoy = EnvoyProcess(workdir, WAYPOINT, credentials=control.waypoint_credentials(WAYPOINT)).start()
     m = AuthMesh(control, envoy, ca, inline_key, remote_key, jwks_server)
     try:
         wait_until(m.acked, timeout=60, what="envoy ACKs every type")

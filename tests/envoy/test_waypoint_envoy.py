@@ -64,7 +64,7 @@ def mesh(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     backends = [NamedHttpBackend(ip, 8080, name) for ip, name in PODS.items()]
     envoys = {
         n.node_id: EnvoyProcess(
-            workdir, n, control.port, credentials=control.waypoint_credentials(n), delta=request.param == "delta"
+            workdir, n, credentials=control.waypoint_credentials(n), delta=request.param == "delta"
         )
         for n in (SHOP_WAYPOINT, REVIEWS_WAYPOINT, OTHER_WAYPOINT)
     }

@@ -58,7 +58,7 @@ def pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pod]:
     terminator = HboneTerminator(DB_POD, ca.issue(spiffe_id("istio-system", "ztunnel")))
     backend = NamedHttpBackend(DB_POD, 8080, "db")
     credentials = control.waypoint_credentials(NODE, ttl_seconds=TTL_SECONDS)
-    envoy = EnvoyProcess(workdir, NODE, control.port, credentials=credentials).start()
+    envoy = EnvoyProcess(workdir, NODE, credentials=credentials).start()
     try:
         wait_until(functools.partial(_serving, control, envoy), timeout=60, what="waypoint serving with its cert")
         yield Pod(control, envoy)

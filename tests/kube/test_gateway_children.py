@@ -95,7 +95,7 @@ def test_namespace_waypoint_gets_children_and_becomes_programmed(
     assert proxy["command"] == ["envoy"] and proxy["args"][0] == "-c"
     assert {p["containerPort"] for p in proxy["ports"]} == {15008, 15021, 15020, 15090}
     bootstrap = " ".join(pod["spec"]["initContainers"][0]["command"])
-    assert f"pyambient waypoint bootstrap --name waypoint --namespace {namespace} --xds " in bootstrap
+    assert f"pyambient waypoint bootstrap --name waypoint --namespace {namespace} --xds-socket " in bootstrap
 
     service = objects["service"]
     assert service["spec"]["type"] == "ClusterIP"

@@ -94,7 +94,7 @@ def test_kubectl_applied_httproute_reaches_envoy_weights(
     kube_cluster.apply(GATEWAY.format(ns=namespace))
     node = WaypointNode("waypoint", namespace, "127.0.12.9")
     credentials = control_plane.waypoint_credentials(node)
-    envoy = EnvoyProcess(tmp_path, node, control_plane.port, credentials=credentials).start()
+    envoy = EnvoyProcess(tmp_path, node, credentials=credentials).start()
     try:
         chain = f"inbound-vip|80|http|web.{namespace}.svc.cluster.local"
         wait_until(lambda: chain in json.dumps(envoy.config_dump()), timeout=60, what="envoy has the web chain")

@@ -135,3 +135,41 @@ def test_controller_publishes_the_root_in_every_namespace(
         )
     finally:
         controller.stop()
+
+
+def test_controller_restores_a_deleted_or_edited_root_config_map(
+    kube_cluster: KubeCluster, kube_api: KubeApi, namespace: str
+) -> None:
+    root = b"-----BEGIN CERTIFICATE-----\nroot\n-----END CERTIFICATE-----\n"
+    controller = WaypointController(kube_api, root_cert=root)
+    controller.start()
+
+    def published_root() -> str | None:
+        result = kube_cluster.kubectl(
+            "get", "configmap", "istio-ca-root-cert", "-n", namespace, "-o", "json", check=False
+        )
+        if result.returncode != 0:
+            return None
+        return str(json.loads(result.stdout)["data"].get("root-cert.pem"))
+
+    try:
+        eventually(lambda: published_root() == root.decode(), timeout=30, what="the root published")
+        kube_cluster.kubectl("delete", "configmap", "istio-ca-root-cert", "-n", namespace)
+        eventually(lambda: published_root() == root.decode(), timeout=30, what="a deleted root ConfigMap restored")
+        # Created before the edit below: had the watch seen it, it would be cached before the restore.
+        kube_cluster.kubectl("create", "configmap", "unrelated", "-n", namespace, "--from-literal=root-cert.pem=x")
+        kube_cluster.kubectl(
+            "patch", "configmap", "istio-ca-root-cert", "-n", namespace, "--type", "merge",
+            "-p", json.dumps({"data": {"root-cert.pem": "not our root"}}),
+        )  # fmt: skip
+        eventually(lambda: published_root() == root.decode(), timeout=30, what="an edited root ConfigMap restored")
+        # Other ConfigMaps are not ours to touch (not even watched: the watch selects the name).
+        assert "unrelated" not in {name for _, name in _cached_config_maps(controller)}
+    finally:
+        controller.stop()
+
+
+def _cached_config_maps(controller: WaypointController) -> list[tuple[str, str]]:
+    return [
+        (str(c["metadata"]["namespace"]), str(c["metadata"]["name"])) for c in controller.informers["ConfigMap"].items()
+    ]

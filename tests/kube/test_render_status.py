@@ -18,7 +18,7 @@ from waypoint.settings import QueueSettings, RenderSettings
 from waypoint.status import UNSUPPORTED_LISTENER_MESSAGE, gateway_status
 
 ROOT = Path(__file__).resolve().parents[2]
-SETTINGS = RenderSettings(xds_address="xds.test:15010", proxy_image="example/waypoint:1")
+SETTINGS = RenderSettings(xds_address="xds.test:15012", proxy_image="example/waypoint:1")
 NOW = "2026-11-22T00:00:00Z"
 MESH = {"name": "mesh", "port": 15008, "protocol": "HBONE"}
 
@@ -118,8 +118,9 @@ def test_render_deployment_runs_envoy_from_our_bootstrap() -> None:
     init = pod["spec"]["initContainers"][0]
     assert init["command"] == [
         "pyambient", "waypoint", "bootstrap", "--name", "waypoint", "--namespace", "ns",
-        "--xds", "xds.test:15010", "--output", "/etc/istio/proxy/envoy-bootstrap.json",
+        "--xds-socket", "/etc/istio/proxy/XDS", "--output", "/etc/istio/proxy/envoy-bootstrap.json",
     ]
+    # Envoy's xDS goes through the agent (see the identity test below), never to 15010.
     assert proxy_args_start(pod) == ["-c", "/etc/istio/proxy/envoy-bootstrap.json"]
     proxy = pod["spec"]["containers"][0]
     assert proxy["image"] == "example/waypoint:1"
@@ -274,10 +275,12 @@ def test_render_waypoint_pod_gets_its_identity_from_the_agent_not_the_control_pl
     assert agent["command"] == [
         "pyambient", "waypoint", "agent", "--ca-address", "pyambient-controller.istio-system.svc:15012",
         "--sds-socket", "/var/run/secrets/workload-spiffe-uds/socket",
+        "--xds-address", "xds.test:15012", "--xds-socket", "/etc/istio/proxy/XDS",
     ]
     mounts = {m["name"]: m["mountPath"] for m in agent["volumeMounts"]}
     assert mounts == {
         "workload-socket": "/var/run/secrets/workload-spiffe-uds",
+        "istio-envoy": "/etc/istio/proxy",
         "istiod-ca-cert": "/var/run/secrets/istio",
         "istio-token": "/var/run/secrets/tokens",
     }

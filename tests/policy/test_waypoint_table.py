@@ -103,7 +103,7 @@ def wp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Waypoint]:
     workdir: Path = tmp_path_factory.mktemp("policy-envoy")
     terminator = HboneTerminator(POD_IP, ca.issue(spiffe_id("istio-system", "ztunnel")))
     backends = [NamedHttpBackend(POD_IP, port, "backend") for port in (PORT, ALT_PORT)]
-    envoy = EnvoyProcess(workdir, NODE, control.port, credentials=control.waypoint_credentials(NODE))
+    envoy = EnvoyProcess(workdir, NODE, credentials=control.waypoint_credentials(NODE))
     try:
         envoy.start_agent()
         envoy.start()

@@ -34,6 +34,8 @@ class Resource:
     api_version: str  # "v1" for the core group, else "group/version"
     plural: str
     namespaced: bool
+    # Lists and watches only objects matching this (`metadata.name=...`); empty: all of the kind.
+    field_selector: str = ""
 
     def path(self, namespace: str | None = None, name: str | None = None,
              subresource: str | None = None) -> str:
@@ -137,6 +139,8 @@ class KubeApi:
         continue_token = ""
         while True:
             query: list[tuple[str, str]] = [("limit", str(page_size))]
+            if resource.field_selector:
+                query.append(("fieldSelector", resource.field_selector))
             if continue_token:
                 query.append(("continue", continue_token))
             body = self._json("GET", resource.path(), query=query)
@@ -168,6 +172,8 @@ class KubeApi:
             ("allowWatchBookmarks", "true"),
             ("timeoutSeconds", str(timeout_seconds)),
         ]
+        if resource.field_selector:
+            query.append(("fieldSelector", resource.field_selector))
         response = self._request("GET", resource.path(), query=query, timeout=(connect_timeout, read_timeout))
         return WatchStream(resource, response.response)
 

@@ -2,6 +2,9 @@
 
 Listeners, clusters and endpoints arrive over one ADS stream; secrets come from the pod's agent
 over the `sds-grpc` cluster, a Unix socket (as Istio's bootstrap does), never from the control plane.
+By default the ADS stream too goes to the agent (`xds-grpc` is a pipe to its socket, as in Istio),
+which relays it to the control plane's secure port with the pod's token; a host:port instead is
+the plaintext port, for local tools only.
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ READINESS_PORT = 15021
 PROMETHEUS_PORT = 15090
 # Where Istio's agent serves SDS inside a pod (a shared emptyDir between agent and Envoy).
 DEFAULT_SDS_SOCKET = "/var/run/secrets/workload-spiffe-uds/socket"
+# Where the agent serves Envoy's xDS (Istio's bootstrap: `./etc/istio/proxy/XDS`).
+DEFAULT_XDS_SOCKET = "/etc/istio/proxy/XDS"
 
 
 @dataclass(frozen=True)
@@ -120,13 +125,14 @@ def _static_cluster(name: str, host: str, port: int, *, http2: bool) -> Cluster:
     )
 
 
-def _sds_cluster(socket_path: str) -> Cluster:
+def _pipe_cluster(name: str, socket_path: str) -> Cluster:
+    """A gRPC cluster to the pod's agent over a Unix socket."""
     return Cluster(
-        name=SDS_CLUSTER,
+        name=name,
         type=ClusterDiscoveryType.STATIC,
         connect_timeout=seconds(1),
         load_assignment=ClusterLoadAssignment(
-            cluster_name=SDS_CLUSTER,
+            cluster_name=name,
             endpoints=[
                 LocalityLbEndpoints(
                     lb_endpoints=[LbEndpoint(endpoint=Endpoint(address=CoreAddress(pipe=Pipe(path=socket_path))))]
@@ -169,15 +175,24 @@ def _admin_proxy_listener(name: str, address: str, port: int, path: str, rewrite
 
 def waypoint_bootstrap(
     node: WaypointNode,
-    xds_host: str,
-    xds_port: int,
+    xds_host: str | None = None,
+    xds_port: int | None = None,
     *,
     admin_port: int = 15000,
     readiness_port: int | None = READINESS_PORT,
     prometheus_port: int | None = PROMETHEUS_PORT,
     delta: bool = True,
     sds_socket: str = DEFAULT_SDS_SOCKET,
+    xds_socket: str = DEFAULT_XDS_SOCKET,
 ) -> Bootstrap:
+    """`xds_host`/`xds_port` (the plaintext port, local tools) or, by default, the agent's `xds_socket`."""
+    if (xds_host is None) != (xds_port is None):
+        raise ValueError("give both xds_host and xds_port (plaintext xDS) or neither (xDS through the agent)")
+    xds_cluster = (
+        _pipe_cluster(XDS_CLUSTER, xds_socket)
+        if xds_host is None or xds_port is None
+        else _static_cluster(XDS_CLUSTER, xds_host, xds_port, http2=True)
+    )
     api = ApiConfigSource(
         api_type=ApiConfigSourceApiType.DELTA_GRPC if delta else ApiConfigSourceApiType.GRPC,
         transport_api_version=ApiVersion.V3,
@@ -198,9 +213,9 @@ def waypoint_bootstrap(
         admin=Admin(address=socket_address("127.0.0.1", admin_port)),
         static_resources=BootstrapStaticResources(
             clusters=[
-                _static_cluster(XDS_CLUSTER, xds_host, xds_port, http2=True),
+                xds_cluster,
                 _static_cluster(ADMIN_CLUSTER, "127.0.0.1", admin_port, http2=False),
-                _sds_cluster(sds_socket),
+                _pipe_cluster(SDS_CLUSTER, sds_socket),
             ],
             listeners=static_listeners,
         ),
