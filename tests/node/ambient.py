@@ -56,6 +56,11 @@ def apply_mesh(node: TestNode) -> None:
     node.apply_deploy()
     rollout(node, "istio-system", "deployment", "pyambient-controller")
     rollout(node, "istio-system", "daemonset", "ztunnel")
+    # deploy/ keeps no CA state (the controller has no --ca-dir volume): a controller pod that was replaced (as
+    # test_node.py's restart test does) signs with a new root, and a ztunnel started before it trusts the old
+    # one. Restarting the ztunnels makes them read the root the ConfigMap now carries.
+    node.kubectl("rollout", "restart", "daemonset/ztunnel", "-n", "istio-system")
+    rollout(node, "istio-system", "daemonset", "ztunnel")
     rollout(node, "istio-system", "daemonset", "pyambient-cni-node")
     for name in ("00-namespace.yaml", "10-clients.yaml", "20-helloworld.yaml", "30-httpbin.yaml"):
         node.kubectl("apply", "-f", str(EXAMPLES / name))

@@ -196,6 +196,11 @@ class TestNode:
 
     def stop(self) -> None:
         global _active
+        if self._lock_fd is None:
+            # This instance never took the lock (its start() refused or failed before): the node running now, if
+            # any, is someone else's, and cleaning up would destroy it.
+            self.ns.close()
+            return
         try:
             self.clean_leftovers()
         finally:

@@ -208,3 +208,57 @@ def test_ztunnel_config_workloads_through_the_api_server_lists_the_pods(mesh: Te
         for pod in ready_pods(node, NS, selector):
             assert re.search(rf"\b{pod['metadata']['name']}\b", out.stdout), out.stdout
     assert NODE_NAME in out.stdout and "HBONE" in out.stdout, out.stdout
+
+
+# -- 4: the waypoint carries the HTTPRoute for pods' traffic, and a new split applies live ------------------
+
+
+def _route(v1: int, v2: int) -> str:
+    return f"""
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: httpbin-split, namespace: {NS}}}
+spec:
+  parentRefs:
+  - {{group: "", kind: Service, name: httpbin, port: 8000}}
+  rules:
+  - backendRefs:
+    - {{name: httpbin-v1, port: 8000, weight: {v1}}}
+    - {{name: httpbin-v2, port: 8000, weight: {v2}}}
+"""
+
+
+def _split(node: TestNode, count: int) -> tuple[int, int]:
+    """(v1, v2) answers to `count` new connections from sleep to httpbin; every one must succeed."""
+    result = fetch(node, NS, "sleep", "http://httpbin:8000/", count=count)
+    assert not result["errors"], result
+    v1 = sum(n for body, n in result["ok"].items() if body.startswith("httpbin-v1-"))
+    v2 = sum(n for body, n in result["ok"].items() if body.startswith("httpbin-v2-"))
+    assert v1 + v2 == count, result
+    return v1, v2
+
+
+SPLIT_REQUESTS = 200
+# 5σ bounds for v2's share of SPLIT_REQUESTS independent weighted picks (Envoy's weighted clusters):
+# 10 %: mean 20, σ 4.2 → at most 41; 50 %: mean 100, σ 7.1 → 65..135. Disjoint, so each names its split.
+AT_10_PERCENT_MAX_V2 = 41
+AT_50_PERCENT_V2 = range(65, 136)
+
+
+def test_the_waypoint_carries_the_90_10_route_for_pods_traffic_then_50_50_applies_live(mesh: TestNode) -> None:
+    node = mesh
+    node.kubectl("apply", "-f", str(EXAMPLES / "40-waypoint.yaml"), "-f", str(EXAMPLES / "50-httproute.yaml"))
+    node.kubectl("wait", "--for=condition=Programmed", "gateway/waypoint", "-n", NS, "--timeout=240s", timeout=260)
+    rollout(node, NS, "deployment", "waypoint")
+    # Without the waypoint the ztunnel alternates v1/v2 (the httpbin Service selects both): only the route skews.
+    v1, v2 = node.wait_for("the 90/10 split", lambda: (s := _split(node, 20))[1] <= 8 and s, timeout=180)
+    v1, v2 = _split(node, SPLIT_REQUESTS)
+    assert v2 <= AT_10_PERCENT_MAX_V2, (v1, v2)
+    # The client's ztunnel sent the pods' connections to the waypoint pod over HBONE.
+    waypoint_ip = ready_pods(node, NS, "gateway.networking.k8s.io/gateway-name=waypoint")[0]["status"]["podIP"]
+    to_waypoint = [line for line in ztunnel_logs(node).splitlines() if "type ToServerWaypoint" in line]
+    assert any(f"using HBONE via {waypoint_ip}:15008" in line for line in to_waypoint), to_waypoint[-3:]
+    node.kubectl("apply", "-f", "-", input=_route(50, 50))
+    node.wait_for("the 50/50 split", lambda: _split(node, 40)[1] >= 10, timeout=120)
+    v1, v2 = _split(node, SPLIT_REQUESTS)
+    assert v2 in AT_50_PERCENT_V2, (v1, v2)
