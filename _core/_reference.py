@@ -23,6 +23,14 @@ MAX_WINDOW = 2**31 - 1
 READ_CHUNK = 256 * 1024
 DEFAULT_WINDOW = 65535
 DEFAULT_FRAME = 16384
+# error codes (RFC 9113 §7) the pump raises through `owner.pump_error`
+PROTOCOL_ERROR = 0x1
+FLOW_CONTROL_ERROR = 0x3
+STREAM_CLOSED = 0x5
+FRAME_SIZE_ERROR = 0x6
+ENHANCE_YOUR_CALM = 0xB
+# abuse limits, named and defaulted as Envoy's HTTP/2 protocol options
+MAX_CONSECUTIVE_EMPTY_FRAMES = 1  # max_consecutive_inbound_frames_with_empty_payload
 
 _pack_wu = struct.Struct(">BHBBII").pack
 
@@ -113,6 +121,7 @@ class _Stream:
         "inbuf",
         "bytes_in",
         "bytes_out",
+        "remote_closed",
     )
 
     def __init__(self, sid: int, send_window: int) -> None:
@@ -127,6 +136,7 @@ class _Stream:
         self.inbuf: list[bytes] = []
         self.bytes_in = 0  # DATA payload received from the tunnel (written to the plain side)
         self.bytes_out = 0  # plain bytes sent into the tunnel
+        self.remote_closed = False  # the peer ended its side (END_STREAM): more DATA is STREAM_CLOSED
 
 
 class TunnelPump:
@@ -137,7 +147,22 @@ class TunnelPump:
     `h2` keeps the connection and stream state. Bytes `h2` wants to send come back through `send_raw()`.
 
     Owner callbacks: `pump_handshake_done()`, `pump_control(data)`, `pump_stream_drained(sid)` (a
-    half-close requested by `end_stream` may now be sent), `pump_stream_lost(sid, exc)`, `pump_closed(exc)`.
+    half-close requested by `end_stream` may now be sent), `pump_stream_lost(sid, exc)`, `pump_closed(exc)`,
+    `pump_error(sid, code, reason, detail)`: an RFC 9113 violation or abuse found in the frames the pump
+    reads itself; sid 0 is a connection error (the owner sends GOAWAY `code` and closes; the pump parses
+    nothing more of this batch), any other sid a stream error (RST_STREAM `code`). `reason` is a short
+    metric label, `detail` the log text.
+
+    What the pump refuses (RFC 9113): any frame longer than `max_frame` (our SETTINGS_MAX_FRAME_SIZE), so
+    at most one frame is ever buffered (§4.2, FRAME_SIZE_ERROR); DATA beyond the receive windows we granted
+    (§6.9.1, FLOW_CONTROL_ERROR), so what a stream buffers is bounded by its window; WINDOW_UPDATE with a
+    length other than 4 (FRAME_SIZE_ERROR), an increment of 0 (PROTOCOL_ERROR), or one that pushes a send
+    window above 2^31-1 (FLOW_CONTROL_ERROR: the connection's as GOAWAY, a stream's as RST_STREAM).
+    Abuse: more than MAX_CONSECUTIVE_EMPTY_FRAMES DATA frames in a row with no payload and no END_STREAM is
+    ENHANCE_YOUR_CALM. Memory: while the TLS transport has paused writing (the peer does not read), every plain
+    side stops reading, so what we queue towards the peer is bounded by the transport's high-water mark plus
+    one read, however large the windows the peer grants; the owner counts the frames it queues meanwhile
+    (`write_paused`).
     """
 
     def __init__(
@@ -149,6 +174,7 @@ class TunnelPump:
         server_side: bool,
         stream_window: int,
         conn_window: int,
+        max_frame: int = DEFAULT_FRAME,
     ) -> None:
         self._ssl = sslobj
         self._in = incoming
@@ -167,6 +193,9 @@ class TunnelPump:
         self._stream_window = stream_window  # what we advertise (receive side)
         self._conn_window = conn_window
         self._conn_unacked = 0
+        self._max_frame = max_frame  # what we advertise as SETTINGS_MAX_FRAME_SIZE
+        self._empty_run = 0  # consecutive DATA frames with no payload and no END_STREAM
+        self._write_paused = False  # the transport's buffer is above its high-water mark
         self._peer_stream_window = DEFAULT_WINDOW
         self._peer_max_frame = DEFAULT_FRAME
         self._conn_send_window = DEFAULT_WINDOW
@@ -220,10 +249,26 @@ class TunnelPump:
             self._owner.pump_closed(exc)
 
     def pause_writing(self) -> None:
-        pass
+        self._write_paused = True
+        for st in self._streams.values():
+            if not st.reading_paused and st.transport is not None:
+                st.reading_paused = True
+                st.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        pass
+        self._write_paused = False
+        for st in self._streams.values():
+            if st.reading_paused and not st.pending and st.transport is not None:
+                st.reading_paused = False
+                st.transport.resume_reading()
+
+    @property
+    def write_paused(self) -> bool:
+        return self._write_paused
+
+    def _error(self, sid: int, code: int, reason: str, detail: str) -> None:
+        self._flush_out()
+        self._owner.pump_error(sid, code, reason, detail)
 
     # ---------------------------------------------------------------- TLS
     def _handshake(self) -> bool:
@@ -309,6 +354,17 @@ class TunnelPump:
             ftype = buf[pos + 3]
             flags = buf[pos + 4]
             sid = ((buf[pos + 5] & 0x7F) << 24) | (buf[pos + 6] << 16) | (buf[pos + 7] << 8) | buf[pos + 8]
+            if length > self._max_frame or ftype == T_DATA or ftype == T_WINDOW_UPDATE:
+                if ctl_start >= 0:  # frames before the offending one reach the owner first
+                    self._flush_out()
+                    self._owner.pump_control(bytes(buf[ctl_start:pos]))
+                    ctl_start = -1
+                    if self._closed:
+                        return
+                if not self._frame_ok(length, ftype, flags, sid):
+                    return
+            elif length:  # any frame with a payload ends a run of empty DATA frames
+                self._empty_run = 0
             if ftype == T_DATA and not flags & F_PADDED and sid in self._streams:
                 if ctl_start >= 0:
                     self._owner.pump_control(bytes(buf[ctl_start:pos]))
@@ -333,6 +389,9 @@ class TunnelPump:
                 continue
             if end - pos - FRAME_HEADER < length:
                 break
+            if ftype == T_DATA and flags & F_PADDED and (length == 0 or buf[pos + FRAME_HEADER] >= length):
+                self._error(0, PROTOCOL_ERROR, "protocol", f"DATA padding exceeds the frame on stream {sid}")
+                return
             if ftype == T_DATA and sid in self._streams:  # padded: whole-frame path
                 self._flush_out()
                 if ctl_start >= 0:
@@ -364,16 +423,11 @@ class TunnelPump:
                 if self._closed:
                     return
                 pos += FRAME_HEADER + length
-            elif ftype == T_WINDOW_UPDATE and length == 4:
-                if ctl_start >= 0:
-                    self._flush_out()
-                    self._owner.pump_control(bytes(buf[ctl_start:pos]))
-                    ctl_start = -1
-                    if self._closed:
-                        return
+            elif ftype == T_WINDOW_UPDATE and (sid == 0 or sid in self._streams):
                 p = pos + FRAME_HEADER
                 inc = ((buf[p] & 0x7F) << 24) | (buf[p + 1] << 16) | (buf[p + 2] << 8) | buf[p + 3]
-                self._on_window_update(sid, inc)
+                if not self._on_window_update(sid, inc):
+                    return
                 pos += FRAME_HEADER + length
             else:
                 if ctl_start < 0:
@@ -386,6 +440,42 @@ class TunnelPump:
         self._flush_out()
         if not self._closed:
             del buf[:pos]
+
+    def _frame_ok(self, length: int, ftype: int, flags: int, sid: int) -> bool:
+        """Checks on a frame header before any of its payload is buffered; False after a connection error."""
+        if length > self._max_frame:
+            self._error(
+                0, FRAME_SIZE_ERROR, "frame_size", f"frame type {ftype} of {length} bytes exceeds {self._max_frame}"
+            )
+            return False
+        if ftype == T_DATA:
+            if length == 0 and not flags & F_END_STREAM:
+                self._empty_run += 1
+                if self._empty_run > MAX_CONSECUTIVE_EMPTY_FRAMES:
+                    self._error(0, ENHANCE_YOUR_CALM, "empty_frame_flood", "consecutive DATA frames without payload")
+                    return False
+            else:
+                self._empty_run = 0
+            if self._conn_unacked + length > self._conn_window:
+                self._error(0, FLOW_CONTROL_ERROR, "flow_control", "DATA beyond the connection receive window")
+                return False
+            st = self._streams.get(sid)
+            if st is not None:
+                if st.remote_closed:  # §5.1 half-closed (remote): a stream error; the owner closes the stream
+                    self._error(sid, STREAM_CLOSED, "stream_closed", f"DATA after END_STREAM on stream {sid}")
+                    return not self._closed
+                if st.recv_unacked + length > self._stream_window:
+                    self._error(
+                        0, FLOW_CONTROL_ERROR, "flow_control", f"DATA beyond the receive window of stream {sid}"
+                    )
+                    return False
+                if flags & F_END_STREAM:
+                    st.remote_closed = True
+            return True
+        if ftype == T_WINDOW_UPDATE and length != 4:
+            self._error(0, FRAME_SIZE_ERROR, "frame_size", f"WINDOW_UPDATE of length {length}")
+            return False
+        return True
 
     def _deliver(self, sid: int, off: int, n: int) -> None:
         """Account n payload bytes at buffer offset `off` for stream sid; queue them for one coalesced write."""
@@ -442,9 +532,16 @@ class TunnelPump:
             self._wbuf += window_update_frame(st.sid, st.recv_unacked)
             st.recv_unacked = 0
 
-    def _on_window_update(self, sid: int, inc: int) -> None:
+    def _on_window_update(self, sid: int, inc: int) -> bool:
+        """Apply a peer's WINDOW_UPDATE (RFC 9113 §6.9); False after a connection error."""
+        if inc == 0:
+            self._error(0, PROTOCOL_ERROR, "flow_control", f"WINDOW_UPDATE increment 0 on stream {sid}")
+            return False
         if sid == 0:
-            self._conn_send_window = min(MAX_WINDOW, self._conn_send_window + inc)
+            if self._conn_send_window + inc > MAX_WINDOW:
+                self._error(0, FLOW_CONTROL_ERROR, "flow_control", "connection send window above 2^31-1")
+                return False
+            self._conn_send_window += inc
             if self._blocked:
                 for st in list(self._blocked.values()):
                     self._push(st)
@@ -453,9 +550,13 @@ class TunnelPump:
         else:
             one = self._streams.get(sid)
             if one is not None:
-                one.send_window = min(MAX_WINDOW, one.send_window + inc)
+                if one.send_window + inc > MAX_WINDOW:
+                    self._error(sid, FLOW_CONTROL_ERROR, "flow_control", f"send window of stream {sid} above 2^31-1")
+                    return not self._closed
+                one.send_window += inc
                 if one.pending:
                     self._push(one)
+        return True
 
     # ---------------------------------------------------------------- send side
     def _push(self, st: _Stream) -> None:
@@ -479,7 +580,7 @@ class TunnelPump:
                 st.transport.pause_reading()
         else:
             self._blocked.pop(sid, None)
-            if st.reading_paused and st.transport is not None:
+            if st.reading_paused and st.transport is not None and not self._write_paused:
                 st.reading_paused = False
                 st.transport.resume_reading()
             if st.pending_eof:
@@ -559,7 +660,7 @@ class TunnelPump:
             for chunk in st.inbuf:
                 transport.write(chunk)
             st.inbuf.clear()
-        if st.pending and not st.reading_paused:
+        if (st.pending or self._write_paused) and not st.reading_paused:
             st.reading_paused = True
             transport.pause_reading()
 
@@ -575,6 +676,12 @@ class TunnelPump:
 
     def has_stream(self, sid: int) -> bool:
         return sid in self._streams
+
+    def remote_ended(self, sid: int) -> None:
+        """The peer ended its side of the stream (END_STREAM on its HEADERS): more DATA is STREAM_CLOSED."""
+        st = self._streams.get(sid)
+        if st is not None:
+            st.remote_closed = True
 
     def stream_transport_lost(self, sid: int, exc: BaseException | None) -> None:
         st = self._streams.get(sid)
@@ -634,7 +741,13 @@ class TunnelPump:
             self._flush_tls()
         self._closed = True
         if self._transport is not None:
-            self._transport.close()
+            # A lingering close: our FIN now, but keep reading (and dropping) what the peer still sends until it
+            # closes too; closing with its bytes unread would make the kernel answer with a reset, which can
+            # destroy our GOAWAY before the peer reads it. The owner aborts if the peer never closes.
+            if self._transport.can_write_eof():
+                self._transport.write_eof()
+            else:
+                self._transport.close()
 
 
 class PlainSide:

@@ -550,10 +550,13 @@ def test_bench_core_frame_and_parse_1mib(benchmark: Any, impl_name: str) -> None
         def pump_stream_drained(self, sid: int) -> None: ...
         def pump_stream_lost(self, sid: int, exc: BaseException | None) -> None: ...
         def pump_closed(self, exc: BaseException | None) -> None: ...
+        def pump_error(self, sid: int, code: int, reason: str, detail: str) -> None:
+            raise AssertionError(f"pump error {code} on stream {sid}: {detail}")
 
     def pump(ctx: ssl.SSLContext, server: bool) -> Any:
         i, o = ssl.MemoryBIO(), ssl.MemoryBIO()
-        return impl.TunnelPump(ctx.wrap_bio(i, o, server_side=server), i, o, Owner(), server, 4 << 20, 16 << 20)
+        sslobj = ctx.wrap_bio(i, o, server_side=server)
+        return impl.TunnelPump(sslobj, i, o, Owner(), server, 4 << 20, 16 << 20, 1 << 20)
 
     client, server = pump(cctx, False), pump(sctx, True)
     to_server, to_client, plain = Sink(), Sink(), Sink()

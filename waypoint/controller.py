@@ -25,6 +25,7 @@ from waypoint.kube.api import (
     NAMESPACES,
     PEER_AUTHENTICATIONS,
     PODS,
+    REQUEST_AUTHENTICATIONS,
     SERVICE_ACCOUNTS,
     SERVICES,
     ApiError,
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 # What the mesh model is built from (plain dicts, as `kubectl get -o json` shows them).
 MESH_RESOURCES: tuple[Resource, ...] = (
     NAMESPACES, SERVICES, ENDPOINT_SLICES, PODS, SERVICE_ACCOUNTS, HTTP_ROUTES, AUTHORIZATION_POLICIES,
-    PEER_AUTHENTICATIONS, GATEWAYS,
+    PEER_AUTHENTICATIONS, GATEWAYS, REQUEST_AUTHENTICATIONS,
 )
 # Watched only to reconcile: a changed child or class requeues its Gateways.
 RECONCILE_ONLY_RESOURCES: tuple[Resource, ...] = (DEPLOYMENTS, GATEWAY_CLASSES)

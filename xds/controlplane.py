@@ -26,7 +26,7 @@ from xds.ca import CertificateAuthority
 from xds.caservice import certificate_handler
 from xds.envoy.bootstrap import WaypointNode
 from xds.envoy.waypoint import build_waypoint
-from xds.mesh.model import Mesh
+from xds.mesh.model import Mesh, PolicyCondition
 from xds.server import AdsServer, SecurePort
 from xds.snapshot import Snapshot
 from xds.stream import Acked, Event, Nacked
@@ -74,6 +74,7 @@ class ControlPlane:
         self._generation = 0
         self._cache: dict[tuple[int, Hashable], Snapshot] = {}
         self._wakers: set[Callable[[], None]] = set()
+        self._policy_status: dict[str, tuple[PolicyCondition, ...]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._flush_handle: asyncio.TimerHandle | None = None
         self._server: AdsServer | None = None
@@ -99,6 +100,7 @@ class ControlPlane:
         """Take a new mesh; it is pushed after `debounce` seconds without a further update."""
         for error in mesh.errors:
             log.warning("mesh input rejected: %s", error)
+        self._log_policy_status(mesh)
         with self._lock:
             self._pending = mesh
         loop = self._loop
@@ -106,6 +108,19 @@ class ControlPlane:
             self._commit()
         else:
             loop.call_soon_threadsafe(self._schedule_flush)
+
+    def _log_policy_status(self, mesh: Mesh) -> None:
+        """Each AuthorizationPolicy's status conditions, logged once per change (cluster mode also writes them)."""
+        status = dict(mesh.policy_status)
+        for key, conditions in sorted(status.items()):
+            if self._policy_status.get(key) == conditions:
+                continue
+            for c in conditions:
+                level = logging.INFO if c.reason == "Accepted" else logging.WARNING
+                log.log(
+                    level, "AuthorizationPolicy %s: %s=%s reason=%s: %s", key, c.type, c.status, c.reason, c.message
+                )
+        self._policy_status = status
 
     def _schedule_flush(self) -> None:
         assert self._loop is not None

@@ -10,17 +10,13 @@ from __future__ import annotations
 import ipaddress
 
 from envoy_data_plane.envoy.config.core.v3 import Node
-from envoy_data_plane.google.protobuf import Empty
 
-from xds import peer_authentication, resources
+from xds import peer_authentication, resources, ztunnel_authz
 from xds.mesh import binding
 from xds.mesh.model import (
     HBONE_PORT,
-    ROOT_NAMESPACE,
     AuthorizationPolicy,
     Mesh,
-    PolicyAction,
-    PolicyRule,
     Protocol,
     Service,
     Waypoint,
@@ -31,17 +27,11 @@ from xds.workloadapi import (
     Address,
     AppProtocol,
     Authorization,
-    AuthzAction,
-    AuthzScope,
-    Clause,
     GatewayAddress,
-    Match,
     NamespacedHostname,
     NetworkAddress,
     Port,
     PortList,
-    Rule,
-    StringMatch,
     TunnelProtocol,
     WorkloadStatus,
 )
@@ -75,8 +65,13 @@ def _app_protocol(protocol: Protocol) -> AppProtocol:
     )
 
 
-def _selects(selector: dict[str, str] | None, workload: Workload) -> bool:
-    return selector is not None and all(workload.labels.get(k) == v for k, v in selector.items())
+def _selected_by(mesh: Mesh, policy: AuthorizationPolicy, workload: Workload) -> bool:
+    """Selector policies of the workload's namespace or of the root namespace whose labels it carries."""
+    if policy.selector is None or policy.target_refs:
+        return False
+    if policy.namespace not in (workload.namespace, mesh.root_namespace):
+        return False
+    return all(workload.labels.get(k) == v for k, v in policy.selector.items())
 
 
 def workload_resource(mesh: Mesh, workload: Workload) -> tuple[str, Address]:
@@ -91,13 +86,11 @@ def workload_resource(mesh: Mesh, workload: Workload) -> tuple[str, Address]:
             ports=[Port(service_port=p.port, target_port=target) for p, target in resolved if target is not None]
         )
     policies = [
-        f"{p.namespace}/{p.name}"
+        p.key
         for p in mesh.policies
-        if p.namespace == workload.namespace
-        and not p.target_refs
-        and _selects(dict(p.selector or {}) or None, workload)
+        if _selected_by(mesh, p, workload) and ztunnel_authz.enforced_by_ztunnels(p)
     ]
-    policies += peer_authentication.workload_policy_keys(mesh, workload)
+    policies += peer_authentication.workload_policy_keys(mesh, workload, mesh.root_namespace)
     return uid, Address(
         workload=ApiWorkload(
             uid=uid,
@@ -137,82 +130,17 @@ def service_resource(mesh: Mesh, service: Service) -> tuple[str, Address]:
     )
 
 
-def _string_match(value: str) -> StringMatch:
-    if value == "*":
-        return StringMatch(presence=Empty())
-    if value.endswith("*"):
-        return StringMatch(prefix=value[:-1])
-    if value.startswith("*"):
-        return StringMatch(suffix=value[1:])
-    return StringMatch(exact=value)
-
-
-def _principal(value: str) -> str:
-    # Policies write principals as `<td>/ns/<ns>/sa/<sa>`; accept the spiffe:// form too.
-    return value.removeprefix("spiffe://")
-
-
-def _rule(rule: PolicyRule) -> Rule:
-    """Fields of one rule must all match (AND of clauses); values within a field are OR-ed."""
-    clauses = []
-    if rule.principals or rule.not_principals:
-        clauses.append(
-            Clause(
-                matches=[
-                    Match(
-                        principals=[_string_match(_principal(p)) for p in rule.principals],
-                        not_principals=[_string_match(_principal(p)) for p in rule.not_principals],
-                    )
-                ]
-            )
-        )
-    if rule.namespaces or rule.not_namespaces:
-        clauses.append(
-            Clause(
-                matches=[
-                    Match(
-                        namespaces=[_string_match(n) for n in rule.namespaces],
-                        not_namespaces=[_string_match(n) for n in rule.not_namespaces],
-                    )
-                ]
-            )
-        )
-    if rule.ports or rule.not_ports:
-        clauses.append(
-            Clause(matches=[Match(destination_ports=list(rule.ports), not_destination_ports=list(rule.not_ports))])
-        )
-    return Rule(clauses=clauses)
-
-
-def policy_resource(policy: AuthorizationPolicy) -> tuple[str, Authorization] | None:
-    """L4 view of a policy; None when the policy is for a waypoint (targetRefs) to enforce."""
-    if policy.target_refs:
-        return None
-    if policy.selector:
-        scope = AuthzScope.WORKLOAD_SELECTOR
-    elif policy.namespace == ROOT_NAMESPACE:
-        scope = AuthzScope.GLOBAL
-    else:
-        scope = AuthzScope.NAMESPACE
-    rules = []
-    for rule in policy.rules:
-        if rule.has_l7 and policy.action is PolicyAction.ALLOW:
-            continue  # an L7 condition can never be proven at L4: this ALLOW rule matches nothing
-        rules.append(_rule(rule))
-    return f"{policy.namespace}/{policy.name}", Authorization(
-        name=policy.name,
-        namespace=policy.namespace,
-        scope=scope,
-        action=AuthzAction.DENY if policy.action is PolicyAction.DENY else AuthzAction.ALLOW,
-        rules=rules,
-    )
+def policy_resource(mesh: Mesh, policy: AuthorizationPolicy) -> tuple[str, Authorization] | None:
+    """The ztunnels' view of a policy (`xds.ztunnel_authz`); None when they do not enforce it."""
+    resource = ztunnel_authz.authorization(mesh, policy)
+    return None if resource is None else (policy.key, resource)
 
 
 def ztunnel_resources(mesh: Mesh) -> Snapshot:
     addresses = [workload_resource(mesh, w) for w in mesh.workloads]
     addresses += [service_resource(mesh, s) for s in mesh.services]
-    policies = [p for p in (policy_resource(x) for x in mesh.policies) if p is not None]
-    policies += peer_authentication.ztunnel_policies(mesh)
+    policies = [p for p in (policy_resource(mesh, x) for x in mesh.policies) if p is not None]
+    policies += peer_authentication.ztunnel_policies(mesh, mesh.root_namespace)
     return Snapshot.build({resources.ADDRESS: addresses, resources.AUTHORIZATION: policies})
 
 

@@ -151,6 +151,23 @@ class _Socks(_Held):
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        # the greeting and the request within handshakeTimeout, as for HBONE (a client that sends one byte
+        # and waits would otherwise hold its socket forever)
+        self._deadline = asyncio.get_running_loop().call_later(self.app.settings.handshake_timeout, self._too_slow)
+
+    def _too_slow(self) -> None:
+        if self.parser.state == 2 or self.transport.is_closing():
+            return
+        log_out.warning(
+            'connection failed src.addr=%s error="socks5: handshake timed out"',
+            _fmt(self.transport.get_extra_info("peername")),
+        )
+        self.app.closed_for("socks5_handshake_timeout")
+        self.transport.abort()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._deadline.cancel()
+        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self.parser.state == 2:
@@ -310,6 +327,7 @@ class Ztunnel:
         self._plans: dict[tuple[str, tuple[IPAddr, int]], tuple[Workload, Plan]] = {}
         self._routes: dict[tuple[int, str], _Route] = {}
         self.metrics = Metrics()
+        self._trim_handle: asyncio.TimerHandle | None = None
         self.pool = HbonePool(self._dial, self.settings.pool_max_streams)
         self.xds_target = xds or self.settings.xds
         self.xds_store: Any = None
@@ -406,6 +424,17 @@ class Ztunnel:
         return ctx, wc.identity
 
     # --------------------------------------------------------------------------- lifecycle
+    def closed_for(self, reason: str) -> None:
+        """A connection was closed for an error, abuse or a handshake deadline: count it, and soon give the
+        memory its buffers held back to the kernel (at most once per TRIM_INTERVAL, however many closed)."""
+        self.metrics.connection_closed_for(reason)
+        if self._trim_handle is None:
+            self._trim_handle = asyncio.get_running_loop().call_later(TRIM_INTERVAL, self._trim)
+
+    def _trim(self) -> None:
+        self._trim_handle = None
+        release_free_memory()
+
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         t = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(t)
@@ -776,6 +805,7 @@ class Ztunnel:
             on_closed=lambda c, exc: self.pool.remove(c),
             keepalive=(self.settings.keepalive_interval, self.settings.keepalive_timeout),
             peer=_fmt((ip, port)),
+            on_abuse=self.closed_for,
         )
         pod_sock = self.inpod.socket_for(src_ip) if self.inpod is not None else None
         try:
@@ -1045,12 +1075,20 @@ class Ztunnel:
             trust_domain=ident.trust_domain,
             on_request=lambda c, sid, hdrs: self.spawn(self._serve_connect(c, ip, sid, hdrs)),
             keepalive=(self.settings.keepalive_interval, self.settings.keepalive_timeout),
+            on_abuse=self.closed_for,
         )
 
         def handshake_deadline() -> None:
-            if not conn.pump.handshake_done and not conn.closed:
-                log_in.warning('connection failed peer=%s error="tls handshake timed out"', conn.peer)
-                conn.close()
+            # the TLS handshake, the client preface and its first SETTINGS all within handshakeTimeout
+            if conn.closed or conn.settings_received:
+                return
+            what = "http2 preface" if conn.pump.handshake_done else "tls handshake"
+            log_in.warning('connection failed peer=%s error="%s timed out"', conn.peer, what)
+            self.closed_for("handshake_timeout")
+            conn.close()
+            t = conn.pump.transport
+            if t is not None:
+                t.abort()  # a peer that sends nothing may read nothing either
 
         loop = asyncio.get_running_loop()
         loop.call_later(self.settings.handshake_timeout, handshake_deadline)
@@ -1059,6 +1097,8 @@ class Ztunnel:
     async def _serve_connect(
         self, conn: HboneConnection, local_ip: IPAddr, sid: int, headers: list[tuple[str, str]]
     ) -> None:
+        if sid not in conn.streams:  # reset (or the connection closed) before this task ran: no upstream connect
+            return
         hd = dict(headers)
         method = hd.get(":method", "")
         authority = hd.get(":authority", "")
@@ -1450,22 +1490,39 @@ def _match_json(m: Any) -> dict[str, Any]:
     return out
 
 
+TRIM_INTERVAL = 1.0  # seconds between an abusive connection closing and the heap being trimmed
+_malloc_trim: Any = None
+
+
 def tune_malloc() -> None:
     """Keep glibc from returning the heap to the kernel after every burst: the data path allocates and frees
     256 KiB buffers at line rate, and with the default dynamic thresholds each free can shrink the heap
-    (`brk`) only for the next read to grow it again. ztunnel gets the same effect from jemalloc."""
+    (`brk`) only for the next read to grow it again. ztunnel gets the same effect from jemalloc.
+
+    The thresholds are sized to one connection's bounded buffers (a 1 MiB frame + a 256 KiB read), not to a
+    peer's whims: blocks above 4 MiB are mmapped (and unmapped on free), and free heap above 32 MiB is given
+    back. What hostile connections leave behind is returned by `release_free_memory` once they are closed
+    (docs/ztunnel.md has the numbers)."""
+    global _malloc_trim
     import ctypes
     import ctypes.util
 
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt
+        _malloc_trim = libc.malloc_trim
     except (OSError, AttributeError):
         return  # not glibc
     m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
-    mallopt(m_mmap_threshold, 16 << 20)
-    mallopt(m_trim_threshold, 128 << 20)
+    mallopt(m_mmap_threshold, 4 << 20)
+    mallopt(m_trim_threshold, 32 << 20)
     mallopt(m_top_pad, 16 << 20)
+
+
+def release_free_memory() -> None:
+    """glibc's malloc_trim(0): return free pages anywhere in the heap (not only at its top) to the kernel."""
+    if _malloc_trim is not None:
+        _malloc_trim(0)
 
 
 async def run(

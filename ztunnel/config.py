@@ -125,6 +125,12 @@ class _Ctx:
             raise self.fail(path, f"expected an integer in [{lo}, {hi}], got {v!r}")
         return v
 
+    def seconds(self, v: Any, path: str) -> float:
+        """A duration in seconds: a positive, finite number (YAML gives int or float)."""
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v < 1e9:
+            raise self.fail(path, f"expected a number of seconds > 0, got {v!r}")
+        return float(v)
+
     def ip(self, v: Any, path: str) -> IPAddr:
         s = v.rsplit("/", 1)[-1] if isinstance(v, str) else v  # accept "network/ip"
         try:
@@ -424,11 +430,11 @@ def parse_proxy(c: _Ctx, v: Any, base: Path) -> ProxySettings:
         root_cert=p(d["rootCert"], "proxy.rootCert") if d.get("rootCert") else None,
         certificates=tuple(certs),
         xds=c.string(d.get("xds"), "proxy.xds") or None,
-        handshake_timeout=float(d.get("handshakeTimeout", 10.0)),
-        connect_timeout=float(d.get("connectTimeout", 10.0)),
+        handshake_timeout=c.seconds(d.get("handshakeTimeout", 10.0), "proxy.handshakeTimeout"),
+        connect_timeout=c.seconds(d.get("connectTimeout", 10.0), "proxy.connectTimeout"),
         pool_max_streams=c.integer(d.get("poolMaxStreams", 100), "proxy.poolMaxStreams", 1, 10000),
-        keepalive_interval=float(d.get("keepaliveInterval", 10.0)),
-        keepalive_timeout=float(d.get("keepaliveTimeout", 20.0)),
+        keepalive_interval=c.seconds(d.get("keepaliveInterval", 10.0), "proxy.keepaliveInterval"),
+        keepalive_timeout=c.seconds(d.get("keepaliveTimeout", 20.0), "proxy.keepaliveTimeout"),
         inpod_socket=p(d["inpodSocket"], "proxy.inpodSocket") if d.get("inpodSocket") else None,
     )
 

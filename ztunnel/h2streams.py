@@ -16,6 +16,15 @@ module does the stream part by hand:
   instead; any other block goes to `hpack` whole, so the table state is the same either way.
   **Encoding** is literal-without-indexing (never-indexed where asked), which never touches the peer's table, so
   it is stateless and a few lines here.
+- **RFC 9113 framing** of these frames: stream ids only increase (a HEADERS on an id the peer skipped is a
+  connection error PROTOCOL_ERROR, on one it closed a stream error STREAM_CLOSED), MAX_CONCURRENT_STREAMS is
+  counted from the HEADERS themselves (a burst of HEADERS in one read counts in full: REFUSED_STREAM beyond
+  it), PRIORITY must be 5 bytes (FRAME_SIZE_ERROR) and no stream may depend on itself (PROTOCOL_ERROR), a
+  WINDOW_UPDATE for a stream the pump does not track is checked here (idle stream or increment 0: PROTOCOL_ERROR;
+  a closed stream: ignored). Like Envoy (nghttp2/oghttp2), the PRIORITY and self-dependency stream errors are
+  answered as connection errors, which RFC 9113 §5.4 allows.
+- **abuse limits** (Envoy's names and defaults): `max_inbound_priority_frames_per_stream` and a bound on the
+  compressed header block; `too_many_premature_resets` is Envoy's rapid-reset rule, for the owner to apply.
 - **checks** follow RFC 9113 §8.2-8.3 for what a CONNECT tunnel can receive: lowercase field names with legal
   characters, no connection-specific fields, pseudo-headers first, known and not repeated; a request needs
   `:method`, and CONNECT needs `:authority` and forbids `:scheme`/`:path`. A malformed message is a stream
@@ -42,7 +51,7 @@ END_STREAM, END_HEADERS, PADDED, PRIORITY_FLAG = 0x1, 0x4, 0x8, 0x20
 
 # error codes (RFC 9113 §7)
 NO_ERROR, PROTOCOL_ERROR, STREAM_CLOSED, FRAME_SIZE_ERROR, REFUSED_STREAM, CANCEL = 0x0, 0x1, 0x5, 0x6, 0x7, 0x8
-COMPRESSION_ERROR, ENHANCE_YOUR_CALM = 0x9, 0xB
+FLOW_CONTROL_ERROR, COMPRESSION_ERROR, ENHANCE_YOUR_CALM = 0x3, 0x9, 0xB
 
 # events
 EV_H2 = 0  # (EV_H2, bytes): connection frames for h2, unchanged
@@ -50,11 +59,20 @@ EV_HEADERS = 1  # (EV_HEADERS, sid, headers, end_stream): a checked request (ser
 EV_ENDED = 2  # (EV_ENDED, sid): the peer ended its side of the stream
 EV_RESET = 3  # (EV_RESET, sid, error code): the peer reset the stream
 EV_REJECT = 4  # (EV_REJECT, sid, error code, reason): answer with RST_STREAM (malformed, refused, closed)
-EV_ERROR = 5  # (EV_ERROR, error code, reason): connection error; nothing after it was processed
+EV_ERROR = 5  # (EV_ERROR, error code, reason, metric label): connection error; nothing after it was processed
 
 _HEADER = struct.Struct(">BHBBL")  # length (24 bits as 8+16), type, flags, stream id
 _STREAM_TYPES = frozenset({DATA, HEADERS, PRIORITY, RST_STREAM, PUSH_PROMISE, CONTINUATION})
-_MAX_BLOCK = 256 * 1024  # compressed header block limit across CONTINUATIONs
+
+# Limits, named after Envoy's HTTP/2 protocol options / runtime keys and with their defaults.
+MAX_HEADER_BLOCK = 256 * 1024  # compressed header block across CONTINUATIONs (a CONTINUATION flood ends here)
+MAX_HEADER_LIST = 64 * 1024  # our SETTINGS_MAX_HEADER_LIST_SIZE as a server: Istio ztunnel's (Envoy's
+# max_request_headers_kb is 60); a larger list is a connection error, as the HPACK table may be half-updated
+MAX_INBOUND_PRIORITY_FRAMES_PER_STREAM = 100  # max_inbound_priority_frames_per_stream
+PREMATURE_RESET_TOTAL_STREAM_COUNT = 500  # overload.premature_reset_total_stream_count
+PREMATURE_RESET_MIN_STREAM_LIFETIME = 1.0  # overload.premature_reset_min_stream_lifetime_seconds
+_SKIPPED_RANGES = 16  # stream-id gaps remembered to tell "never opened" from "closed"
+_PEER_CLOSED = 1024  # closed streams the peer had ended or reset, remembered for STREAM_CLOSED (§5.1)
 
 # RFC 9113 §8.2: tchar, lowercase only; no NUL/CR/LF in values and no leading or trailing whitespace
 _BAD_NAME = re.compile(r"[^!#$%&'*+\-.^_`|~0-9a-z]")
@@ -68,11 +86,19 @@ _GOOD_NAMES: dict[str, bool] = {}  # regular field names already checked (a hand
 
 
 class H2StreamError(Exception):
-    """A connection-level HTTP/2 error found in stream frames (sent as GOAWAY with `code`)."""
+    """A connection-level HTTP/2 error found in stream frames (sent as GOAWAY with `code`); `label` names the
+    kind for the metric of connections closed (`protocol` unless it is one of the abuse limits)."""
 
-    def __init__(self, code: int, reason: str) -> None:
+    def __init__(self, code: int, reason: str, label: str = "protocol") -> None:
         super().__init__(reason)
         self.code = code
+        self.label = label
+
+
+def too_many_premature_resets(closed: int, premature: int, total_stream_count: int) -> bool:
+    """Envoy's rapid-reset rule: once a connection has closed `total_stream_count` streams, it is closed if
+    more than half of them were reset by the peer before `premature_reset_min_stream_lifetime_seconds`."""
+    return closed >= total_stream_count and premature * 2 > closed
 
 
 def frame(ftype: int, flags: int, sid: int, payload: bytes = b"") -> bytes:
@@ -260,8 +286,8 @@ def check_request(headers: list[tuple[str, str]]) -> str | None:
             return "CONNECT without :authority"
         if ":scheme" in pseudo or ":path" in pseudo:
             return "CONNECT with :scheme or :path"
-    elif ":scheme" not in pseudo or ":path" not in pseudo:
-        return "request without :scheme or :path"
+    elif ":scheme" not in pseudo or not pseudo.get(":path"):
+        return "request without :scheme or with an empty or missing :path"
     return None
 
 
@@ -292,6 +318,21 @@ class StreamFrames:
         self._block_len = 0
         self._h2_from = -1
         self._pos = 0
+        self._new: set[int] = set()  # streams opened in this receive(): not in `known` until the owner sees them
+        self._skipped: list[tuple[int, int]] = []  # (low, high) stream ids the peer jumped over, newest last
+        self._ended: set[int] = set()  # open streams the peer has ended (END_STREAM): half-closed (remote)
+        self._peer_closed: dict[int, None] = {}  # closed streams the peer had ended or reset, oldest first
+        self.opened = 0  # streams the peer opened (accepted or refused)
+        self.priority_frames = 0
+
+    def forget(self, sid: int, peer_done: bool) -> None:
+        """The owner closed the stream; `peer_done` if the peer had ended or reset it, so that any frame but
+        PRIORITY, WINDOW_UPDATE or RST_STREAM the peer sends on it later is a STREAM_CLOSED error (§5.1)."""
+        self._ended.discard(sid)
+        if peer_done:
+            self._peer_closed[sid] = None
+            if len(self._peer_closed) > _PEER_CLOSED:
+                del self._peer_closed[next(iter(self._peer_closed))]
 
     def next_stream_id(self) -> int:
         """Client: the id for a new stream (odd, increasing)."""
@@ -300,10 +341,12 @@ class StreamFrames:
 
     def receive(self, data: bytes) -> list[tuple]:  # type: ignore[type-arg]
         events: list[tuple] = []  # type: ignore[type-arg]
+        if self._new:
+            self._new.clear()
         try:
             self._receive(data, events)
         except H2StreamError as e:
-            events.append((EV_ERROR, e.code, str(e)))
+            events.append((EV_ERROR, e.code, str(e), e.label))
         return events
 
     def _receive(self, data: bytes, events: list[tuple]) -> None:  # type: ignore[type-arg]
@@ -331,7 +374,7 @@ class StreamFrames:
                 raise H2StreamError(FRAME_SIZE_ERROR, "truncated frame")
             if self._block_sid and ftype != CONTINUATION:
                 raise H2StreamError(PROTOCOL_ERROR, f"frame type {ftype} inside a header block")
-            if ftype not in _STREAM_TYPES:
+            if ftype not in _STREAM_TYPES and (ftype != WINDOW_UPDATE or sid == 0):
                 if h2_from < 0:
                     h2_from = pos
                 pos = end
@@ -352,21 +395,37 @@ class StreamFrames:
                     self._block_sid, self._block, self._block_len = 0, [], 0
                     self._on_block(sid, block, self._block_end, events)
             elif ftype == DATA:  # the pump's payload-free marker, or DATA for a stream it does not track
-                if sid in self.known:
-                    if flags & END_STREAM:
+                if sid in self.known or sid in self._new:
+                    if sid in self._ended:
+                        events.append((EV_REJECT, sid, STREAM_CLOSED, f"DATA after END_STREAM on stream {sid}"))
+                    elif flags & END_STREAM:
+                        self._ended.add(sid)
                         events.append((EV_ENDED, sid))
+                elif sid in self._peer_closed:
+                    raise H2StreamError(STREAM_CLOSED, f"DATA on closed stream {sid}")
                 elif self._idle(sid):
                     raise H2StreamError(PROTOCOL_ERROR, f"DATA on idle stream {sid}")
             elif ftype == RST_STREAM:
                 if length != 4:
                     raise H2StreamError(FRAME_SIZE_ERROR, "RST_STREAM length is not 4")
-                if sid in self.known:
+                if sid in self.known or sid in self._new:
+                    self._new.discard(sid)
                     events.append((EV_RESET, sid, int.from_bytes(data[pos + 9 : end], "big")))
                 elif self._idle(sid):
                     raise H2StreamError(PROTOCOL_ERROR, f"RST_STREAM on idle stream {sid}")
+            elif ftype == PRIORITY:  # deprecated (RFC 9113 §5.3.2): checked, counted, otherwise ignored
+                if length != 5:
+                    raise H2StreamError(FRAME_SIZE_ERROR, f"PRIORITY of length {length} on stream {sid}")
+                self._on_priority(sid, data[pos + 9 : end])
+            elif ftype == WINDOW_UPDATE:  # for a stream the pump does not track
+                if length != 4:
+                    raise H2StreamError(FRAME_SIZE_ERROR, f"WINDOW_UPDATE of length {length}")
+                if self._idle(sid):
+                    raise H2StreamError(PROTOCOL_ERROR, f"WINDOW_UPDATE on idle stream {sid}")
+                if not int.from_bytes(data[pos + 9 : end], "big") & 0x7FFFFFFF:
+                    raise H2StreamError(PROTOCOL_ERROR, f"WINDOW_UPDATE increment 0 on stream {sid}")
             elif ftype == PUSH_PROMISE:
                 raise H2StreamError(PROTOCOL_ERROR, "PUSH_PROMISE (push is disabled)")
-            # PRIORITY: deprecated (RFC 9113 §5.3.2), ignored
             pos = end
         if pos != n:
             raise H2StreamError(FRAME_SIZE_ERROR, "truncated frame")
@@ -379,10 +438,20 @@ class StreamFrames:
             return sid > self.highest_inbound
         return sid % 2 == 0 or sid > self.highest_outbound
 
+    def _on_priority(self, sid: int, fields: bytes) -> None:
+        """A PRIORITY frame's or HEADERS priority fields: no self-dependency (§5.3.1), and Envoy's flood bound."""
+        if int.from_bytes(fields[:4], "big") & 0x7FFFFFFF == sid:
+            raise H2StreamError(PROTOCOL_ERROR, f"stream {sid} depends on itself")
+        self.priority_frames += 1
+        if self.priority_frames > MAX_INBOUND_PRIORITY_FRAMES_PER_STREAM * (1 + self.opened):
+            raise H2StreamError(
+                ENHANCE_YOUR_CALM, f"{self.priority_frames} PRIORITY frames for {self.opened} streams", "priority_flood"
+            )
+
     def _add_fragment(self, fragment: bytes) -> None:
         self._block_len += len(fragment)
-        if self._block_len > _MAX_BLOCK:
-            raise H2StreamError(ENHANCE_YOUR_CALM, "header block too large")
+        if self._block_len > MAX_HEADER_BLOCK:
+            raise H2StreamError(ENHANCE_YOUR_CALM, "header block too large", "header_block")
         self._block.append(fragment)
 
     def _on_headers(self, sid: int, flags: int, payload: bytes, events: list[tuple]) -> None:  # type: ignore[type-arg]
@@ -393,6 +462,8 @@ class StreamFrames:
         if flags & PRIORITY_FLAG:
             if len(payload) < 5:
                 raise H2StreamError(FRAME_SIZE_ERROR, "HEADERS priority fields truncated")
+            if int.from_bytes(payload[:4], "big") & 0x7FFFFFFF == sid:
+                raise H2StreamError(PROTOCOL_ERROR, f"stream {sid} depends on itself")
             payload = payload[5:]
         if flags & END_HEADERS:
             self._on_block(sid, payload, bool(flags & END_STREAM), events)
@@ -415,7 +486,12 @@ class StreamFrames:
             raise H2StreamError(COMPRESSION_ERROR, f"HPACK: {e}") from None
 
     def _on_header_list(self, sid: int, headers: list[tuple[str, str]], end: bool, events: list[tuple]) -> None:  # type: ignore[type-arg]
-        if sid in self.known:  # trailers (server), or the response/trailers (client)
+        if sid in self.known or sid in self._new:  # trailers (server), or the response/trailers (client)
+            if sid in self._ended:
+                events.append((EV_REJECT, sid, STREAM_CLOSED, f"HEADERS after END_STREAM on stream {sid}"))
+                return
+            if end:
+                self._ended.add(sid)
             if self.server_side and not end:
                 events.append((EV_REJECT, sid, PROTOCOL_ERROR, "trailers without END_STREAM"))
                 return
@@ -425,6 +501,8 @@ class StreamFrames:
                 return
             events.append((EV_HEADERS, sid, headers, end))
             return
+        if sid in self._peer_closed:
+            raise H2StreamError(STREAM_CLOSED, f"HEADERS on closed stream {sid}")
         if not self.server_side:
             if self._idle(sid):
                 raise H2StreamError(PROTOCOL_ERROR, f"HEADERS on idle stream {sid}")
@@ -432,14 +510,24 @@ class StreamFrames:
         if sid % 2 == 0:
             raise H2StreamError(PROTOCOL_ERROR, f"even stream id {sid} from a client")
         if sid <= self.highest_inbound:
+            if any(low <= sid <= high for low, high in self._skipped):  # §5.1.1: ids must increase
+                raise H2StreamError(PROTOCOL_ERROR, f"stream id {sid} is lower than {self.highest_inbound}")
             events.append((EV_REJECT, sid, STREAM_CLOSED, f"HEADERS on closed stream {sid}"))
             return
+        if sid > self.highest_inbound + 2:  # the ids in between are closed without ever being opened
+            self._skipped.append((self.highest_inbound + 1, sid - 2))
+            if len(self._skipped) > _SKIPPED_RANGES:
+                del self._skipped[0]
         self.highest_inbound = sid
-        if len(self.known) >= self.max_streams:
+        self.opened += 1
+        if len(self.known) + len(self._new) >= self.max_streams:
             events.append((EV_REJECT, sid, REFUSED_STREAM, "too many concurrent streams"))
             return
         problem = check_request(headers)
         if problem:
             events.append((EV_REJECT, sid, PROTOCOL_ERROR, problem))
             return
+        self._new.add(sid)
+        if end:
+            self._ended.add(sid)
         events.append((EV_HEADERS, sid, headers, end))

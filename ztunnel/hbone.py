@@ -9,6 +9,12 @@ Split of work (see docs/ztunnel.md):
 - `TunnelPump` (Cython) owns the *bytes*: TLS over MemoryBIOs, frame splitting, DATA payload → the plain
   socket, plain socket → DATA frames, both flow-control directions (WINDOW_UPDATE in and out) — without
   running Python code per chunk.
+
+Hostile peers (docs/ztunnel.md, "Limits"): every RFC 9113 connection error found by h2, `h2streams` or the pump
+is a GOAWAY with its code and the connection closed; the abuse limits below are Envoy's, with its defaults.
+A connection closed for any of these gets one log line (with its counts) and one count in the metric
+`ztunnel_hbone_connections_closed_total{reason}`; stream errors are counted and only the first per connection
+is logged, so a flood cannot flood the log.
 """
 
 from __future__ import annotations
@@ -38,6 +44,12 @@ STREAM_WINDOW = 4 * 1024 * 1024
 CONN_WINDOW = 16 * 1024 * 1024
 MAX_FRAME = 1024 * 1024
 DEFAULT_WINDOW = 65535
+LINGER = 2.0  # seconds a closed connection keeps reading (and dropping) the peer's bytes before an abort
+MAX_CONCURRENT_STREAMS = 200  # what a server advertises; counted from HEADERS (REFUSED_STREAM beyond it)
+# Envoy's HTTP/2 protocol options, same defaults: frames we queue while the peer does not read (the transport
+# has paused writing) before the connection is closed; control frames are PING/SETTINGS acks and RST_STREAM.
+MAX_OUTBOUND_CONTROL_FRAMES = 1000  # max_outbound_control_frames
+MAX_OUTBOUND_FRAMES = 10000  # max_outbound_frames
 
 
 def _error_name(code: int) -> str:
@@ -70,6 +82,8 @@ class StreamCtx:
     bytes_in: int = 0  # from the tunnel to the plain side
     bytes_out: int = 0  # from the plain side into the tunnel
     request_headers: list[tuple[str, str]] | None = None
+    opened_at: float = 0.0  # server: when the peer opened it (premature resets are judged from it)
+    peer_reset: bool = False  # the peer sent RST_STREAM
 
 
 class HboneConnection:
@@ -87,6 +101,7 @@ class HboneConnection:
         on_closed: Callable[[HboneConnection, BaseException | None], None] | None = None,
         keepalive: tuple[float, float] = (10.0, 20.0),
         peer: str = "",
+        on_abuse: Callable[[str], None] | None = None,
     ) -> None:
         self.loop = asyncio.get_event_loop()
         self.server_side = server_side
@@ -100,8 +115,9 @@ class HboneConnection:
         self.incoming = ssl.MemoryBIO()
         self.outgoing = ssl.MemoryBIO()
         self.sslobj = ctx.wrap_bio(self.incoming, self.outgoing, server_side=server_side, server_hostname=None)
+        self.on_abuse = on_abuse  # called with the reason when the connection is closed for an error or abuse
         self.pump = impl.TunnelPump(
-            self.sslobj, self.incoming, self.outgoing, self, server_side, STREAM_WINDOW, CONN_WINDOW
+            self.sslobj, self.incoming, self.outgoing, self, server_side, STREAM_WINDOW, CONN_WINDOW, MAX_FRAME
         )
         self._impl = impl
         # h2 runs the connection only (preface, SETTINGS, PING, GOAWAY); stream frames go through self.frames
@@ -111,10 +127,10 @@ class HboneConnection:
         values = {
             S.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
             S.MAX_FRAME_SIZE: MAX_FRAME,
-            S.MAX_HEADER_LIST_SIZE: 65536 if server_side else 16384,
+            S.MAX_HEADER_LIST_SIZE: h2s.MAX_HEADER_LIST if server_side else 16384,
         }
         if server_side:
-            values[S.MAX_CONCURRENT_STREAMS] = 200
+            values[S.MAX_CONCURRENT_STREAMS] = MAX_CONCURRENT_STREAMS
         else:
             values[S.ENABLE_PUSH] = 0
         self.h2.local_settings = h2.settings.Settings(client=not server_side, initial_values=values)
@@ -127,9 +143,15 @@ class HboneConnection:
         self.frames = h2s.StreamFrames(
             server_side=server_side,
             known=self.streams,
-            max_streams=200,
+            max_streams=MAX_CONCURRENT_STREAMS,
             max_header_list=values[S.MAX_HEADER_LIST_SIZE],
         )
+        self.settings_received = False  # the peer's first SETTINGS (after its preface) arrived
+        self.closed_streams = 0  # server: streams the peer opened that are finished
+        self.premature_resets = 0  # server: of those, reset by the peer within the minimum lifetime
+        self.stream_errors = 0  # RST_STREAMs we sent for malformed/refused streams
+        self._queued_control = 0  # control frames queued since the transport paused writing
+        self._queued_frames = 0
         self.reserved = 0  # streams checked out by the pool (including ones being opened)
         self.goaway = False
         self.closed = False
@@ -167,6 +189,8 @@ class HboneConnection:
             self.ready.set_result(None)
 
     def pump_control(self, data: bytes) -> None:
+        if self._queued_frames and not self.pump.write_paused:
+            self._queued_control = self._queued_frames = 0
         for ev in self.frames.receive(data):
             kind = ev[0]
             if kind == h2s.EV_HEADERS:
@@ -179,23 +203,67 @@ class HboneConnection:
                 try:
                     events = self.h2.receive_data(ev[1])
                 except h2.exceptions.ProtocolError as e:
-                    log.warning('connection failed peer=%s error="http2 protocol error: %s"', self.peer, e)
                     self._flush_h2()  # h2 queued a GOAWAY with the error code
-                    self.close()
+                    self._fail_connection(int(getattr(e, "error_code", h2s.PROTOCOL_ERROR)), "protocol", str(e))
                     return
                 for h2ev in events:
                     self._dispatch(h2ev)
+                    if self.closed or self.pump.closed:
+                        return
                 self._flush_h2()
             elif kind == h2s.EV_REJECT:
                 self._reject(ev[1], ev[2], ev[3])
             else:  # EV_ERROR
-                _, code, reason = ev
-                log.warning('connection failed peer=%s error="http2 protocol error: %s"', self.peer, reason)
-                self._goaway(code)
-                self.close()
+                _, code, reason, label = ev
+                self._fail_connection(code, label, reason)
                 return
-            if self.closed:
+            if self.closed or self.pump.closed:
                 return
+
+    def pump_error(self, sid: int, code: int, reason: str, detail: str) -> None:
+        """The pump found an RFC 9113 violation or abuse in DATA/WINDOW_UPDATE framing."""
+        if sid:
+            self._reject(sid, code, detail)
+        else:
+            self._fail_connection(code, reason, detail)
+
+    def _fail_connection(self, code: int, reason: str, detail: str) -> None:
+        """A connection error or an abuse limit: GOAWAY `code`, one log line with the counts, one metric count,
+        and the connection closed (aborted if the peer is not reading, so its unread bytes are freed now)."""
+        if self.closed or self.pump.closed:
+            return
+        log.warning(
+            'connection failed peer=%s reason=%s error="http2 protocol error: %s" streams_opened=%d '
+            "streams_closed=%d premature_resets=%d stream_errors=%d",
+            self.peer,
+            reason,
+            detail,
+            self.frames.opened,
+            self.closed_streams,
+            self.premature_resets,
+            self.stream_errors,
+        )
+        if self.on_abuse is not None:
+            self.on_abuse(reason)
+        self._goaway(code)
+        paused = self.pump.write_paused
+        self.close()
+        t = self.pump.transport
+        if paused and t is not None:
+            t.abort()
+
+    def _queued(self, control: bool) -> None:
+        """Count a frame we queue. Envoy counts the frames in its outbound buffer; ours are counted per batch
+        of frames read, and across batches while the transport has paused writing (the peer is not reading):
+        a batch that makes us answer with more than MAX_OUTBOUND_CONTROL_FRAMES acks/resets at once (one read
+        of 15k PINGs), or a peer that does not read while it keeps asking for answers, is a flood."""
+        self._queued_frames += 1
+        if control:
+            self._queued_control += 1
+        if self._queued_control > MAX_OUTBOUND_CONTROL_FRAMES:
+            self._fail_connection(h2s.ENHANCE_YOUR_CALM, "outbound_control_flood", "peer does not read its acks")
+        elif self._queued_frames > MAX_OUTBOUND_FRAMES:
+            self._fail_connection(h2s.ENHANCE_YOUR_CALM, "outbound_flood", "peer does not read its frames")
 
     def pump_stream_drained(self, sid: int) -> None:
         ctx = self.streams.get(sid)
@@ -241,8 +309,10 @@ class HboneConnection:
                 self._remote_end(sid)
                 return
             self.pump.open_stream(sid)
-            ctx = self.streams[sid] = StreamCtx(sid, request_headers=headers)
+            ctx = self.streams[sid] = StreamCtx(sid, request_headers=headers, opened_at=time.monotonic())
             ctx.remote_ended = end
+            if end:
+                self.pump.remote_ended(sid)
             if self.on_request is not None:
                 self.on_request(self, sid, headers)
             return
@@ -283,16 +353,42 @@ class HboneConnection:
         self._response(ctx, TimeoutError("no response to CONNECT"))
 
     def _reject(self, sid: int, code: int, reason: str) -> None:
-        """A stream error: RST_STREAM with `code`, and the stream (if we track it) ends as if the peer reset it."""
-        log.warning('stream failed peer=%s stream=%d error="http2: %s"', self.peer, sid, reason)
+        """A stream error: RST_STREAM with `code`, and the stream (if we track it) ends as if the peer reset it.
+        Only the first per connection is logged; the rest are counted (in the line that closes it, if any)."""
+        self.stream_errors += 1
+        if self.stream_errors == 1:
+            log.warning(
+                'stream failed peer=%s stream=%d error="http2: %s" (further stream errors on this connection are '
+                "counted, not logged)",
+                self.peer,
+                sid,
+                reason,
+            )
+        else:
+            log.debug('stream failed peer=%s stream=%d error="http2: %s"', self.peer, sid, reason)
         self.pump.send_raw(h2s.rst_stream(sid, code))
-        self._on_reset(sid, code)
+        self._queued(True)
+        if self.pump.closed:
+            return
+        self._on_reset(sid, code, local=True)
 
-    def _on_reset(self, sid: int, code: int) -> None:
+    def _on_reset(self, sid: int, code: int, local: bool = False) -> None:
         ctx = self.streams.get(sid)
         if ctx is None:
             return
+        premature = (
+            self.server_side
+            and not local
+            and time.monotonic() - ctx.opened_at < h2s.PREMATURE_RESET_MIN_STREAM_LIFETIME
+        )
+        if premature:
+            self.premature_resets += 1
+        ctx.peer_reset = not local
         self._finish(sid, None)
+        if premature and h2s.too_many_premature_resets(
+            self.closed_streams, self.premature_resets, h2s.PREMATURE_RESET_TOTAL_STREAM_COUNT
+        ):
+            self._fail_connection(h2s.ENHANCE_YOUR_CALM, "premature_resets", "too many streams reset early")
         if ctx.on_response is not None:  # only a stream still waiting for its response needs the error
             self._response(ctx, ConnectionResetError(f"stream reset: {_error_name(code)}"))
         if ctx.transport is not None:
@@ -304,7 +400,11 @@ class HboneConnection:
 
     def _dispatch(self, ev: h2.events.Event) -> None:
         """Connection events from h2 (it is never fed stream frames)."""
-        if isinstance(ev, h2.events.RemoteSettingsChanged):
+        if isinstance(ev, h2.events.PingReceived):
+            self._queued(True)  # h2 queued the ack
+        elif isinstance(ev, h2.events.RemoteSettingsChanged):
+            self.settings_received = True
+            self._queued(True)  # h2 queued the ack
             rs = self.h2.remote_settings
             self.pump.set_peer_settings(rs.initial_window_size, rs.max_frame_size)
             self._peer_max_streams = int(rs.max_concurrent_streams)
@@ -328,6 +428,7 @@ class HboneConnection:
         if ctx is None:
             return
         ctx.remote_ended = True
+        self.pump.remote_ended(sid)
         t = ctx.transport
         if t is None:
             return  # applied in attach_plain
@@ -391,6 +492,9 @@ class HboneConnection:
             return
         block = self._block([(":status", str(status)), *headers])
         self.pump.send_raw(h2s.headers_frames(sid, block, end, self._peer_max_frame))
+        self._queued(False)
+        if self.pump.closed:
+            return
         if end:
             self._finish(sid, None)
 
@@ -406,6 +510,8 @@ class HboneConnection:
         ctx.on_done = on_done
         plain = self._impl.PlainSide(self.pump, sid)
         transport.set_protocol(plain)
+        if not gone and not self.pump.write_paused:
+            transport.resume_reading()  # before the pump may pause it again (window or peer not reading)
         plain.connection_made(transport)
         if buffered:
             self.pump.send_data(sid, buffered)
@@ -414,12 +520,11 @@ class HboneConnection:
             self._remote_end(sid)
         if gone:
             self.pump.stream_transport_lost(sid, None)
-        elif not transport.is_closing():
-            transport.resume_reading()
 
     def _reset(self, sid: int) -> None:
         if sid in self.streams and not self.closed:
             self.pump.send_raw(h2s.rst_stream(sid, h2s.CANCEL))
+            self._queued(True)
 
     def _finish(self, sid: int, exc: BaseException | None) -> None:
         ctx = self.streams.pop(sid, None)
@@ -429,6 +534,9 @@ class HboneConnection:
             ctx.timer.cancel()
             ctx.timer = None
         ctx.bytes_in, ctx.bytes_out = self.pump.close_stream(sid)
+        self.frames.forget(sid, ctx.remote_ended or ctx.peer_reset)
+        if self.server_side:
+            self.closed_streams += 1
         if ctx.on_done is not None:
             ctx.on_done(ctx, exc)
         if self.goaway and not self.streams:
@@ -482,7 +590,13 @@ class HboneConnection:
         return not self.closed and not self.goaway and self.ready.done() and self.ready.exception() is None
 
     def close(self) -> None:
-        if self.closed:
+        if self.closed or self.pump.closed:
             return
         self._goaway(h2s.NO_ERROR)
-        self.pump.close()
+        self.pump.close()  # a lingering close: the peer gets LINGER seconds to read our GOAWAY and close
+        self.loop.call_later(LINGER, self._linger_over)
+
+    def _linger_over(self) -> None:
+        t = self.pump.transport
+        if not self.closed and t is not None:
+            t.abort()

@@ -81,18 +81,17 @@ def match_matches(m: Match, c: ConnInfo) -> bool:
     )
 
 
+def clause_matches(matches: tuple[Match, ...], c: ConnInfo) -> bool:
+    """ANY match, skipping empty ones (ztunnel `rbac.rs`): a clause of only empty matches matches nothing,
+    while a clause without matches matches anything."""
+    if not matches:
+        return True
+    return any(match_matches(m, c) for m in matches if not m.is_empty())
+
+
 def policy_matches(p: Policy, c: ConnInfo) -> bool:
-    """ANY rule; a rule = ALL clauses; a clause = ANY non-empty match. An empty rules list never matches."""
-    for clauses in p.rules:
-        ok = True
-        for matches in clauses:
-            effective = [m for m in matches if not m.is_empty()]
-            if effective and not any(match_matches(m, c) for m in effective):
-                ok = False
-                break
-        if ok:
-            return True
-    return False
+    """ANY rule; a rule = ALL clauses (none: anything). An empty rules list never matches."""
+    return any(all(clause_matches(matches, c) for matches in clauses) for clauses in p.rules)
 
 
 def authorize(policies: list[Policy], c: ConnInfo) -> Verdict:

@@ -45,29 +45,38 @@ class SocksParser:
             out += b"\x05\x00"
             self.state = 1
         if self.state == 1:
-            b = self.buf
-            if len(b) < 5:
-                return out, b""
-            if b[0] != 5:
-                raise SocksError("bad request version")
-            if b[1] != 1:
-                raise SocksError(f"command {b[1]} not supported", REPLY_CMD_UNSUPPORTED)
-            atyp = b[3]
-            if atyp == 1:
-                need = 4 + 4 + 2
-            elif atyp == 4:
-                need = 4 + 16 + 2
-            elif atyp == 3:
-                raise SocksError("domain names are not supported (no DNS proxy)", REPLY_ADDR_UNSUPPORTED)
-            else:
-                raise SocksError(f"address type {atyp} not supported", REPLY_ADDR_UNSUPPORTED)
-            if len(b) < need:
-                return out, b""
-            ip = ipaddress.ip_address(bytes(b[4 : need - 2]))
-            port = int.from_bytes(b[need - 2 : need], "big")
-            self.dst = (ip, port)
-            self.state = 2
-            out += REPLY_OK
-            rest, self.buf = self.buf[need:], b""
-            return out, rest
+            try:
+                return self._request(out)
+            except SocksError as e:
+                # the greeting's answer goes out first, whether the request came in the same read or a later one
+                e.reply = out + e.reply
+                raise
         return out, b""
+
+    def _request(self, out: bytes) -> tuple[bytes, bytes]:
+        """The CONNECT request (state 1); `out` is what the greeting already answered."""
+        b = self.buf
+        if len(b) < 5:
+            return out, b""
+        if b[0] != 5:
+            raise SocksError("bad request version")
+        if b[1] != 1:
+            raise SocksError(f"command {b[1]} not supported", REPLY_CMD_UNSUPPORTED)
+        atyp = b[3]
+        if atyp == 1:
+            need = 4 + 4 + 2
+        elif atyp == 4:
+            need = 4 + 16 + 2
+        elif atyp == 3:
+            raise SocksError("domain names are not supported (no DNS proxy)", REPLY_ADDR_UNSUPPORTED)
+        else:
+            raise SocksError(f"address type {atyp} not supported", REPLY_ADDR_UNSUPPORTED)
+        if len(b) < need:
+            return out, b""
+        ip = ipaddress.ip_address(bytes(b[4 : need - 2]))
+        port = int.from_bytes(b[need - 2 : need], "big")
+        self.dst = (ip, port)
+        self.state = 2
+        out += REPLY_OK
+        rest, self.buf = self.buf[need:], b""
+        return out, rest

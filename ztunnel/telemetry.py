@@ -164,6 +164,11 @@ class Metrics:
         self.sent = Counter("istio_tcp_sent_bytes", "Bytes server to client", LABELS, registry=r)
         self.sockets = Gauge("istio_tcp_sockets_open", "Open proxied sockets", ["reporter"], registry=r)
         self.build = Gauge("istio_build", "Build info", ["component", "tag"], registry=r)
+        # connections closed for a protocol error, an abuse limit or a handshake deadline, by reason
+        # (docs/ztunnel.md "Limits"); one count per connection, whatever the number of frames it sent
+        self.closed_for = Counter(
+            "ztunnel_hbone_connections_closed", "Connections closed for an error or abuse", ["reason"], registry=r
+        )
         self.build.labels("ztunnel", "pyambient-0.1.0").set(1)
         self._cache: dict[tuple[str, ...], tuple[Any, Any, Any, Any, Any]] = {}
 
@@ -198,6 +203,9 @@ class Metrics:
             ch[2](received)
         if sent:
             ch[3](sent)
+
+    def connection_closed_for(self, reason: str) -> None:
+        self.closed_for.labels(reason).inc()
 
     def conn_failed(self, labels: dict[str, str]) -> None:
         self.failed.labels(**labels).inc()

@@ -14,3 +14,11 @@ cdef enum:
     RECORD_ROOM = 32768
     RECORD_PAYLOAD = 16384
     BIG_FRAME = 65536
+    # error codes (RFC 9113 §7) the pump raises through owner.pump_error
+    PROTOCOL_ERROR = 1
+    FLOW_CONTROL_ERROR = 3
+    STREAM_CLOSED = 5
+    FRAME_SIZE_ERROR = 6
+    ENHANCE_YOUR_CALM = 11
+    # abuse limit, named and defaulted as Envoy's max_consecutive_inbound_frames_with_empty_payload
+    MAX_CONSECUTIVE_EMPTY_FRAMES = 1

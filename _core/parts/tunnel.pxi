@@ -124,6 +124,7 @@ cdef class _Stream:
     cdef list inbuf
     cdef long long bytes_in
     cdef long long bytes_out
+    cdef bint remote_closed
 
     def __cinit__(self, long sid, long send_window):
         self.sid = sid
@@ -137,6 +138,7 @@ cdef class _Stream:
         self.inbuf = []
         self.bytes_in = 0
         self.bytes_out = 0
+        self.remote_closed = False
 
 
 cdef class TunnelPump:
@@ -165,6 +167,9 @@ cdef class TunnelPump:
     cdef long _stream_window
     cdef long _conn_window
     cdef long _conn_unacked
+    cdef long _max_frame
+    cdef int _empty_run
+    cdef bint _write_paused
     cdef long _peer_stream_window
     cdef long _peer_max_frame
     cdef long _conn_send_window
@@ -180,7 +185,7 @@ cdef class TunnelPump:
     cdef _Buf _stage
 
     def __init__(self, sslobj, incoming, outgoing, owner, bint server_side, long stream_window,
-                 long conn_window):
+                 long conn_window, long max_frame=DEFAULT_FRAME):
         self._ssl = sslobj
         # the C-level _ssl._SSLSocket methods, skipping ssl.SSLObject's Python wrappers
         self._ssl_read = sslobj._sslobj.read
@@ -206,6 +211,9 @@ cdef class TunnelPump:
         self._stream_window = stream_window
         self._conn_window = conn_window
         self._conn_unacked = 0
+        self._max_frame = max_frame
+        self._empty_run = 0
+        self._write_paused = False
         self._peer_stream_window = DEFAULT_WINDOW
         self._peer_max_frame = DEFAULT_FRAME
         self._conn_send_window = DEFAULT_WINDOW
@@ -259,10 +267,28 @@ cdef class TunnelPump:
             self._owner.pump_closed(exc)
 
     def pause_writing(self):
-        pass
+        cdef _Stream st
+        self._write_paused = True
+        for st in self._streams.values():
+            if not st.reading_paused and st.transport is not None:
+                st.reading_paused = True
+                st.transport.pause_reading()
 
     def resume_writing(self):
-        pass
+        cdef _Stream st
+        self._write_paused = False
+        for st in self._streams.values():
+            if st.reading_paused and not st.pending.size() and st.transport is not None:
+                st.reading_paused = False
+                st.transport.resume_reading()
+
+    @property
+    def write_paused(self):
+        return self._write_paused
+
+    cdef _error(self, long sid, int code, str reason, str detail):
+        self._flush_out()
+        self._owner.pump_error(sid, code, reason, detail)
 
     # ------------------------------------------------------------ TLS
     cdef bint _handshake(self) except -1:
@@ -357,6 +383,18 @@ cdef class TunnelPump:
             ftype = p[3]
             flags = p[4]
             sid = ((p[5] & 0x7F) << 24) | (p[6] << 16) | (p[7] << 8) | p[8]
+            if length > self._max_frame or ftype == T_DATA or ftype == T_WINDOW_UPDATE:
+                if ctl_start >= 0:  # frames before the offending one reach the owner first
+                    self._flush_out()
+                    self._pump_control(PyBytes_FromStringAndSize(<char*>buf.data + ctl_start, pos - ctl_start))
+                    ctl_start = -1
+                    if self._closed:
+                        return
+                    p = buf.data + pos
+                if not self._frame_ok(length, ftype, flags, sid):
+                    return
+            elif length:  # any frame with a payload ends a run of empty DATA frames
+                self._empty_run = 0
             if ftype == T_DATA and not (flags & F_PADDED) and sid in self._streams:
                 if ctl_start >= 0:
                     self._pump_control(PyBytes_FromStringAndSize(<char*>buf.data + ctl_start, pos - ctl_start))
@@ -381,6 +419,9 @@ cdef class TunnelPump:
                 continue
             if end - pos - FRAME_HEADER < length:
                 break
+            if ftype == T_DATA and (flags & F_PADDED) and (length == 0 or p[FRAME_HEADER] >= length):
+                self._error(0, PROTOCOL_ERROR, "protocol", f"DATA padding exceeds the frame on stream {sid}")
+                return
             if ftype == T_DATA and sid in self._streams:  # padded: whole-frame path
                 self._flush_out()
                 if ctl_start >= 0:
@@ -415,16 +456,10 @@ cdef class TunnelPump:
                 if self._closed:
                     return
                 pos += FRAME_HEADER + length
-            elif ftype == T_WINDOW_UPDATE and length == 4:
-                if ctl_start >= 0:
-                    self._flush_out()
-                    self._pump_control(PyBytes_FromStringAndSize(<char*>buf.data + ctl_start, pos - ctl_start))
-                    ctl_start = -1
-                    if self._closed:
-                        return
-                    p = buf.data + pos
+            elif ftype == T_WINDOW_UPDATE and (sid == 0 or sid in self._streams):
                 inc = ((p[9] & 0x7F) << 24) | (p[10] << 16) | (p[11] << 8) | p[12]
-                self._on_window_update(sid, inc)
+                if not self._on_window_update(sid, inc):
+                    return
                 pos += FRAME_HEADER + length
             else:
                 if ctl_start < 0:
@@ -437,6 +472,41 @@ cdef class TunnelPump:
         self._flush_out()
         if not self._closed:
             buf.consume(pos - buf.start)
+
+    cdef bint _frame_ok(self, Py_ssize_t length, int ftype, int flags, long sid) except -1:
+        """Checks on a frame header before any of its payload is buffered; False after a connection error."""
+        cdef _Stream st
+        if length > self._max_frame:
+            self._error(0, FRAME_SIZE_ERROR, "frame_size",
+                        f"frame type {ftype} of {length} bytes exceeds {self._max_frame}")
+            return False
+        if ftype == T_DATA:
+            if length == 0 and not (flags & F_END_STREAM):
+                self._empty_run += 1
+                if self._empty_run > MAX_CONSECUTIVE_EMPTY_FRAMES:
+                    self._error(0, ENHANCE_YOUR_CALM, "empty_frame_flood", "consecutive DATA frames without payload")
+                    return False
+            else:
+                self._empty_run = 0
+            if self._conn_unacked + length > self._conn_window:
+                self._error(0, FLOW_CONTROL_ERROR, "flow_control", "DATA beyond the connection receive window")
+                return False
+            st = self._streams.get(sid)
+            if st is not None:
+                if st.remote_closed:  # §5.1 half-closed (remote): a stream error; the owner closes the stream
+                    self._error(sid, STREAM_CLOSED, "stream_closed", f"DATA after END_STREAM on stream {sid}")
+                    return not self._closed
+                if st.recv_unacked + length > self._stream_window:
+                    self._error(0, FLOW_CONTROL_ERROR, "flow_control",
+                                f"DATA beyond the receive window of stream {sid}")
+                    return False
+                if flags & F_END_STREAM:
+                    st.remote_closed = True
+            return True
+        if ftype == T_WINDOW_UPDATE and length != 4:
+            self._error(0, FRAME_SIZE_ERROR, "frame_size", f"WINDOW_UPDATE of length {length}")
+            return False
+        return True
 
     cdef _deliver(self, long sid, Py_ssize_t off, Py_ssize_t n):
         """Account n payload bytes at buf offset `off` for stream sid and queue them for one coalesced write."""
@@ -515,10 +585,17 @@ cdef class TunnelPump:
         h[12] = inc & 0xFF
         self._wbuf.append(h, 13)
 
-    cdef _on_window_update(self, long sid, long inc):
+    cdef bint _on_window_update(self, long sid, long inc) except -1:
+        """Apply a peer's WINDOW_UPDATE (RFC 9113 §6.9); False after a connection error."""
         cdef _Stream st
+        if inc == 0:
+            self._error(0, PROTOCOL_ERROR, "flow_control", f"WINDOW_UPDATE increment 0 on stream {sid}")
+            return False
         if sid == 0:
-            self._conn_send_window = min(<long>MAX_WINDOW, self._conn_send_window + inc)
+            if self._conn_send_window + inc > MAX_WINDOW:
+                self._error(0, FLOW_CONTROL_ERROR, "flow_control", "connection send window above 2^31-1")
+                return False
+            self._conn_send_window += inc
             if self._blocked:
                 for st in list(self._blocked.values()):
                     self._push(st)
@@ -527,9 +604,13 @@ cdef class TunnelPump:
         else:
             st = self._streams.get(sid)
             if st is not None:
-                st.send_window = min(<long>MAX_WINDOW, st.send_window + inc)
+                if st.send_window + inc > MAX_WINDOW:
+                    self._error(sid, FLOW_CONTROL_ERROR, "flow_control", f"send window of stream {sid} above 2^31-1")
+                    return not self._closed
+                st.send_window += inc
                 if st.pending.size():
                     self._push(st)
+        return True
 
     # ------------------------------------------------------------ send side
     cdef Py_ssize_t _frame_out(self, _Stream st, const unsigned char* src, Py_ssize_t total):
@@ -584,7 +665,7 @@ cdef class TunnelPump:
                 st.transport.pause_reading()
         else:
             self._blocked.pop(st.sid, None)
-            if st.reading_paused and st.transport is not None:
+            if st.reading_paused and st.transport is not None and not self._write_paused:
                 st.reading_paused = False
                 st.transport.resume_reading()
             if st.pending_eof:
@@ -657,7 +738,7 @@ cdef class TunnelPump:
             for chunk in st.inbuf:
                 transport.write(chunk)
             st.inbuf = []
-        if st.pending.size() and not st.reading_paused:
+        if (st.pending.size() or self._write_paused) and not st.reading_paused:
             st.reading_paused = True
             transport.pause_reading()
 
@@ -671,6 +752,11 @@ cdef class TunnelPump:
 
     def has_stream(self, long sid):
         return sid in self._streams
+
+    def remote_ended(self, long sid):
+        cdef _Stream st = self._streams.get(sid)
+        if st is not None:
+            st.remote_closed = True
 
     def stream_transport_lost(self, long sid, exc):
         cdef _Stream st = self._streams.get(sid)
@@ -731,7 +817,13 @@ cdef class TunnelPump:
             self._flush_tls()
         self._closed = True
         if self._transport is not None:
-            self._transport.close()
+            # A lingering close: our FIN now, but keep reading (and dropping) what the peer still sends until it
+            # closes too; closing with its bytes unread would make the kernel answer with a reset, which can
+            # destroy our GOAWAY before the peer reads it. The owner aborts if the peer never closes.
+            if self._transport.can_write_eof():
+                self._transport.write_eof()
+            else:
+                self._transport.close()
 
 
 cdef class PlainSide:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from xds.mesh.files import MeshDirectory
     from xds.mesh.model import Mesh
 
 log = logging.getLogger("pyambient.control-plane")
@@ -52,13 +53,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from xds.mesh.files import load_directory, unknown_kinds_line  # imported here: `pyambient --help` stays fast
+    from xds.mesh.files import MeshDirectory, unknown_kinds_line  # imported here: `pyambient --help` stays fast
 
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    directory = MeshDirectory(args.mesh)  # one reader from the first load on: it keeps each file's last good objects
     try:
-        mesh = load_directory(args.mesh)
+        mesh = directory.load()
         unknown = unknown_kinds_line(args.mesh)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -66,11 +68,11 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         log.warning("%s", unknown)  # once, at start-up: the field-level errors are logged on every change
     ca_dir = args.ca_dir or Path(tempfile.mkdtemp(prefix="pyambient-ca-"))
-    return asyncio.run(_serve(args.mesh, args.xds_address, args.secure_address, mesh, args.metrics_address, ca_dir))
+    return asyncio.run(_serve(directory, args.xds_address, args.secure_address, mesh, args.metrics_address, ca_dir))
 
 
 async def _serve(
-    directory: Path, address: str, secure_address: str, mesh: Mesh, metrics_address: str, ca_dir: Path
+    directory: MeshDirectory, address: str, secure_address: str, mesh: Mesh, metrics_address: str, ca_dir: Path
 ) -> int:
     from prometheus_client import start_http_server
 
@@ -105,7 +107,7 @@ async def _serve(
         "serving xDS on %s:%d for mesh %s (%d services, %d workloads, %d waypoints)",
         host,
         port,
-        directory,
+        directory.directory,
         len(control_plane.mesh.services),
         len(control_plane.mesh.workloads),
         len(control_plane.mesh.waypoints),

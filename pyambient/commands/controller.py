@@ -65,6 +65,7 @@ async def _serve(args: argparse.Namespace, settings: ControllerSettings) -> int:
     from waypoint.controller import WaypointController
     from waypoint.kube.api import KubeApi, api_client_from_kubeconfig
     from waypoint.kube.tokenreview import TokenReviewAuthenticator
+    from waypoint.policystatus import PolicyStatusWriter
     from xds.ca import CertificateAuthority
     from xds.controlplane import ControlPlane
     from xds.mesh.objects import mesh_from_objects
@@ -78,8 +79,12 @@ async def _serve(args: argparse.Namespace, settings: ControllerSettings) -> int:
     )
     log.info("xDS server listening on port %d; secure port (TLS, ADS + CA) on %d", port, control_plane.secure_port)
 
+    policy_status = PolicyStatusWriter(api)
+
     def publish(objects: list[dict[str, Any]]) -> None:
-        control_plane.update(mesh_from_objects(objects))
+        mesh = mesh_from_objects(objects)
+        control_plane.update(mesh)
+        policy_status.write(objects, mesh)  # Istio's ZtunnelAccepted/WaypointAccepted conditions
 
     controller = WaypointController(api, settings, publish=publish, root_cert=control_plane.ca.root_pem)
     controller.start()

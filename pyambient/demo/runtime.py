@@ -20,7 +20,7 @@ from pyambient.runtime.envoy import EnvoyProcess, free_port, wait_until
 from pyambient.runtime.processes import stop_process
 from xds import resources
 from xds.envoy.bootstrap import WaypointNode
-from xds.mesh.files import DirectoryWatcher, load_directory, unknown_kinds_line
+from xds.mesh.files import DirectoryWatcher, MeshDirectory, unknown_kinds_line
 
 ZTUNNEL_PORTS = {"socks5": 15080, "admin": 15000, "metrics": 15020, "readiness": 15021}
 
@@ -55,7 +55,8 @@ class DemoMesh:
     backends: list[NamedHttpBackend] = field(default_factory=list)
 
     def start(self) -> DemoMesh:
-        mesh = load_directory(self.mesh_dir)
+        mesh_directory = MeshDirectory(self.mesh_dir)  # the watcher keeps each file's last good objects from here
+        mesh = mesh_directory.load()
         for error in mesh.errors:
             print(f"  mesh: {error}", file=self.log)
         unknown = unknown_kinds_line(self.mesh_dir)
@@ -63,7 +64,7 @@ class DemoMesh:
             print(f"  mesh: {unknown}", file=self.log)
         self.plan = plan(mesh)
         self.control = ControlPlaneThread(mesh).start()
-        self.watcher = DirectoryWatcher(self.mesh_dir, self.control.control_plane.update).start()
+        self.watcher = DirectoryWatcher(mesh_directory, self.control.control_plane.update).start()
         for backend in self.plan.backends:
             self.backends.append(NamedHttpBackend(backend.pod.ip, backend.port, backend.pod.name))
         for node in self.plan.nodes:

@@ -57,6 +57,7 @@ class Owner:
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.lost: list[int] = []
         self.early_eof: set[int] = set()
+        self.errors: list[tuple[int, int, str]] = []
 
     def flush(self) -> None:
         self.pump.send_raw(self.h2.data_to_send())
@@ -104,6 +105,11 @@ class Owner:
     def pump_closed(self, exc: BaseException | None) -> None:
         if not self.closed.done():
             self.closed.set_result(None)
+
+    def pump_error(self, sid: int, code: int, reason: str, detail: str) -> None:
+        self.errors.append((sid, code, reason))
+        if not sid:
+            self.pump.close()
 
 
 def _contexts(tmp: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:

@@ -61,8 +61,11 @@ class ConnectResult:
 
 
 class HboneClient:
-    def __init__(self, address: tuple[str, int], cert: IssuedCertificate, *, timeout: float = 10.0) -> None:
-        raw = socket.create_connection(address, timeout=timeout)
+    def __init__(
+        self, address: tuple[str, int], cert: IssuedCertificate, *, timeout: float = 10.0, source: str | None = None
+    ) -> None:
+        # `source`: the client's address as a source ztunnel in a pod's network namespace would present it.
+        raw = socket.create_connection(address, timeout=timeout, source_address=(source, 0) if source else None)
         self.sock = tls_context(cert, server=False).wrap_socket(raw, server_hostname=None)
         assert self.sock.selected_alpn_protocol() == "h2", "peer did not negotiate h2"
         self.peer_identity = peer_identity(self.sock)

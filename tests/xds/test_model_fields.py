@@ -354,6 +354,7 @@ REQUEST_AUTHN_FULL = obj(
                 "outputClaimToHeaders": [{"header": "x-sub", "claim": "sub"}],
                 "forwardOriginalToken": True,
                 "timeout": "5s",
+                "spaceDelimitedClaims": ["roles"],
             }
         ],
     },

@@ -49,8 +49,9 @@ def test_services_carry_their_waypoint_and_workloads_their_tunnel() -> None:
     assert isinstance(policy, Authorization)
     assert policy.scope is AuthzScope.WORKLOAD_SELECTOR and policy.action is AuthzAction.ALLOW
     (rule,) = policy.rules
-    assert rule.clauses[0].matches[0].principals[0].exact == "cluster.local/ns/shop/sa/sleep"
-    assert rule.clauses[1].matches[0].destination_ports == [8080]
+    # Istio's order: the `to` clause, then the `from` clause.
+    assert rule.clauses[0].matches[0].destination_ports == [8080]
+    assert rule.clauses[1].matches[0].principals[0].exact == "cluster.local/ns/shop/sa/sleep"
 
 
 def test_waypoint_referenced_by_hostname_when_its_service_exists() -> None:

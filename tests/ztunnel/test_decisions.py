@@ -325,6 +325,41 @@ RBAC_CASES = {
     "service_account_match": ([P("a", Action.ALLOW, Match(service_accounts=(("default", "sleep"),)))], conn(), True),
     "dry_run_deny_is_ignored": ([P("d", Action.DENY, PRINCIPAL_SLEEP, dry_run=True)], conn(), True),
     "empty_rules_never_match": ([Policy("a", "default", Scope.NAMESPACE, Action.ALLOW, ())], conn(), False),
+    # ztunnel rbac.rs: empty matches are skipped, so a clause of only empty matches matches nothing, while a
+    # rule without clauses matches anything.
+    "deny_clause_of_only_empty_matches_matches_nothing": ([P("d", Action.DENY, Match())], conn(), True),
+    "allow_clause_of_only_empty_matches_matches_nothing": ([P("a", Action.ALLOW, Match())], conn(), False),
+    "empty_match_skipped_beside_a_real_one": ([P("a", Action.ALLOW, Match(), PRINCIPAL_SLEEP)], conn(), True),
+    "rule_without_clauses_matches_anything": (
+        [Policy("d", "default", Scope.NAMESPACE, Action.DENY, ((),))],
+        conn(),
+        False,
+    ),
+    "not_source_cidr": (
+        [P("a", Action.ALLOW, Match(not_source_ips=(ipaddress.ip_network("10.0.0.0/24"),)))],
+        conn(),
+        False,
+    ),
+    "destination_cidr": (
+        [P("a", Action.ALLOW, Match(destination_ips=(ipaddress.ip_network("10.0.1.0/24"),)))],
+        conn(),
+        True,
+    ),
+    "not_destination_cidr": (
+        [P("d", Action.DENY, Match(not_destination_ips=(ipaddress.ip_network("10.0.1.0/24"),)))],
+        conn(),
+        True,
+    ),
+    "not_service_account": (
+        [P("a", Action.ALLOW, Match(not_service_accounts=(("default", "sleep"),)))],
+        conn(),
+        False,
+    ),
+    "not_principal_without_identity_matches": (
+        [P("d", Action.DENY, Match(not_principals=(StringMatch("presence"),)))],
+        conn(sa=None),
+        False,
+    ),
     "strict_denies_no_identity": ([STRICT], conn(sa=None), False),
     "strict_allows_mtls": ([STRICT], conn(), True),
 }

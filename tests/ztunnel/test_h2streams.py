@@ -151,8 +151,107 @@ def test_new_stream_beyond_max_concurrent_streams_is_refused() -> None:
 
 def test_headers_on_a_stream_id_already_used_is_stream_closed() -> None:
     frames = _server()
+    frames.receive(_headers(1, CONNECT))
+    frames.receive(_headers(3, CONNECT))
+    assert frames.receive(_headers(1, CONNECT))[0][:3] == (h2s.EV_REJECT, 1, h2s.STREAM_CLOSED)
+
+
+def test_headers_on_a_stream_id_the_peer_skipped_is_a_connection_error() -> None:
+    frames = _server()
     frames.receive(_headers(5, CONNECT))
-    assert frames.receive(_headers(3, CONNECT))[0][:3] == (h2s.EV_REJECT, 3, h2s.STREAM_CLOSED)
+    assert frames.receive(_headers(3, CONNECT))[0][:2] == (h2s.EV_ERROR, h2s.PROTOCOL_ERROR)
+
+
+def test_a_burst_of_headers_in_one_read_counts_against_max_concurrent_streams() -> None:
+    events = _server(max_streams=200).receive(b"".join(_headers(sid, CONNECT) for sid in range(1, 2001, 2)))
+    accepted = [e for e in events if e[0] == h2s.EV_HEADERS]
+    refused = [e for e in events if e[0] == h2s.EV_REJECT]
+    assert len(accepted) == 200
+    assert len(refused) == 800
+    assert {e[2] for e in refused} == {h2s.REFUSED_STREAM}
+
+
+def test_headers_then_reset_in_one_read_are_both_events_and_free_the_slot() -> None:
+    wire = b"".join(_headers(sid, CONNECT) + h2s.rst_stream(sid, h2s.CANCEL) for sid in range(1, 11, 2))
+    events = _server(max_streams=1).receive(wire)
+    assert [e[0] for e in events] == [h2s.EV_HEADERS, h2s.EV_RESET] * 5
+
+
+def _priority(sid: int, depends_on: int, length: int = 5) -> bytes:
+    return h2s.frame(h2s.PRIORITY, 0, sid, (depends_on.to_bytes(4, "big") + b"\x10")[:length].ljust(length, b"\0"))
+
+
+def _window_update(sid: int, inc: int, length: int = 4) -> bytes:
+    return h2s.frame(h2s.WINDOW_UPDATE, 0, sid, inc.to_bytes(4, "big")[:length].ljust(length, b"\0"))
+
+
+@pytest.mark.parametrize(
+    ("wire", "code"),
+    [
+        pytest.param(lambda: _priority(1, 0, 4), h2s.FRAME_SIZE_ERROR, id="priority_of_length_4"),
+        pytest.param(lambda: _priority(1, 0, 6), h2s.FRAME_SIZE_ERROR, id="priority_of_length_6"),
+        pytest.param(lambda: _priority(3, 3), h2s.PROTOCOL_ERROR, id="priority_depends_on_itself"),
+        pytest.param(
+            lambda: h2s.frame(
+                h2s.HEADERS, h2s.END_HEADERS | h2s.PRIORITY_FLAG, 1, b"\0\0\0\1\x10" + h2s.encode_block(CONNECT)
+            ),
+            h2s.PROTOCOL_ERROR,
+            id="headers_depend_on_themselves",
+        ),
+        pytest.param(lambda: _window_update(5, 1), h2s.PROTOCOL_ERROR, id="window_update_on_idle_stream"),
+        pytest.param(lambda: _window_update(1, 1, 3), h2s.FRAME_SIZE_ERROR, id="window_update_of_length_3"),
+        pytest.param(
+            lambda: _headers(1, CONNECT) + h2s.rst_stream(1, 0) + _window_update(1, 0),
+            h2s.PROTOCOL_ERROR,
+            id="window_update_increment_0_on_closed_stream",
+        ),
+    ],
+)
+def test_rfc9113_connection_errors(wire: Any, code: int) -> None:
+    events = _server().receive(wire())
+    assert events[-1][:2] == (h2s.EV_ERROR, code)
+
+
+def test_window_update_on_a_closed_stream_is_ignored() -> None:
+    frames = _server()
+    frames.receive(_headers(1, CONNECT))
+    assert frames.receive(_window_update(1, 100)) == []
+
+
+def test_priority_flood_is_enhance_your_calm() -> None:
+    frames = _server()
+    limit = h2s.MAX_INBOUND_PRIORITY_FRAMES_PER_STREAM
+    assert frames.receive(b"".join(_priority(1, 0) for _ in range(limit))) == []
+    events = frames.receive(_priority(1, 0))
+    assert events[-1][0:2] == (h2s.EV_ERROR, h2s.ENHANCE_YOUR_CALM)
+    assert events[-1][3] == "priority_flood"
+
+
+def test_continuation_flood_ends_at_the_header_block_bound() -> None:
+    frames = _server()
+    events = frames.receive(_headers(1, CONNECT, 0))
+    chunk = h2s.frame(h2s.CONTINUATION, 0, 1, b"\0" * 16384)
+    for _ in range(h2s.MAX_HEADER_BLOCK // 16384 + 1):
+        events = frames.receive(chunk)
+        if events:
+            break
+    assert events[-1][0:2] == (h2s.EV_ERROR, h2s.ENHANCE_YOUR_CALM)
+    assert events[-1][3] == "header_block"
+
+
+@pytest.mark.parametrize(
+    ("closed", "premature", "too_many"),
+    [
+        pytest.param(10, 10, False, id="few_streams_all_reset_is_not_judged_yet"),
+        pytest.param(499, 499, False, id="just_under_the_stream_count"),
+        pytest.param(500, 251, True, id="more_than_half_of_500_reset_early"),
+        pytest.param(500, 250, False, id="exactly_half_is_allowed"),
+        pytest.param(10000, 100, False, id="long_lived_connection_with_some_cancels"),
+        pytest.param(10000, 9000, True, id="rapid_reset_flood"),
+    ],
+)
+def test_premature_reset_rule(closed: int, premature: int, too_many: bool) -> None:
+    assert h2s.too_many_premature_resets(closed, premature, h2s.PREMATURE_RESET_TOTAL_STREAM_COUNT) is too_many
 
 
 @pytest.mark.parametrize(
@@ -195,7 +294,25 @@ def test_trailers_end_the_stream_and_must_carry_end_stream() -> None:
     frames = _server(known)
     frames.highest_inbound = 1
     assert frames.receive(_headers(1, [("x-t", "1")], h2s.END_HEADERS | h2s.END_STREAM))[0][0] == h2s.EV_HEADERS
-    assert frames.receive(_headers(1, [("x-t", "1")]))[0][:3] == (h2s.EV_REJECT, 1, h2s.PROTOCOL_ERROR)
+    assert frames.receive(_headers(1, [("x-t", "1")]))[0][:3] == (h2s.EV_REJECT, 1, h2s.STREAM_CLOSED), "ended"
+    frames = _server({3: None})
+    frames.highest_inbound = 3
+    assert frames.receive(_headers(3, [("x-t", "1")]))[0][:3] == (h2s.EV_REJECT, 3, h2s.PROTOCOL_ERROR)
+
+
+def test_frames_after_the_peer_ended_the_stream_are_stream_closed() -> None:
+    known: dict[int, Any] = {}
+    frames = _server(known)
+    assert frames.receive(_headers(1, CONNECT, h2s.END_HEADERS | h2s.END_STREAM))[0][0] == h2s.EV_HEADERS
+    known[1] = None
+    assert frames.receive(h2s.end_stream(1))[0][:3] == (h2s.EV_REJECT, 1, h2s.STREAM_CLOSED), "half-closed (remote)"
+    del known[1]
+    frames.forget(1, peer_done=True)
+    assert frames.receive(h2s.end_stream(1))[-1][:2] == (h2s.EV_ERROR, h2s.STREAM_CLOSED), "closed after its end"
+    frames = _server(known)
+    frames.receive(_headers(3, CONNECT))
+    frames.forget(3, peer_done=False)  # we reset it: what the peer had in flight is ignored
+    assert frames.receive(h2s.end_stream(3)) == []
 
 
 # ------------------------------------------------------------------------------------------ client side

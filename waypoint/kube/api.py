@@ -63,11 +63,14 @@ AUTHORIZATION_POLICIES = Resource(
 CONFIG_MAPS = Resource("ConfigMap", "v1", "configmaps", True)
 TOKEN_REVIEWS = Resource("TokenReview", "authentication.k8s.io/v1", "tokenreviews", False)
 PEER_AUTHENTICATIONS = Resource("PeerAuthentication", "security.istio.io/v1", "peerauthentications", True)
+REQUEST_AUTHENTICATIONS = Resource(
+    "RequestAuthentication", "security.istio.io/v1", "requestauthentications", True
+)
 
 RESOURCES_BY_KIND: Mapping[str, Resource] = {
     r.kind: r
     for r in (NAMESPACES, SERVICES, PODS, SERVICE_ACCOUNTS, ENDPOINT_SLICES, DEPLOYMENTS, GATEWAY_CLASSES,
-              GATEWAYS, HTTP_ROUTES, AUTHORIZATION_POLICIES, PEER_AUTHENTICATIONS)
+              GATEWAYS, HTTP_ROUTES, AUTHORIZATION_POLICIES, PEER_AUTHENTICATIONS, REQUEST_AUTHENTICATIONS)
 }
 
 

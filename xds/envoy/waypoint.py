@@ -99,7 +99,7 @@ from envoy_data_plane.xds.type.matcher.v3 import (
     MatcherOnMatch,
 )
 
-from xds.envoy import rbac
+from xds.envoy import jwt, rbac
 from xds.envoy import routes as routes_envoy
 from xds.envoy.common import (
     ORIGINAL_DST_METADATA,
@@ -417,6 +417,7 @@ def _http_chain(name: str, routes: list[Route], port: ServicePort, authz: list[H
             virtual_hosts=[VirtualHost(name=f"inbound|http|{port.port}", domains=["*"], routes=routes)],
         ),
         use_remote_address=False,
+        normalize_path=True,  # meshConfig.pathNormalization BASE, Istio's default: policies see RFC 3986 paths
         server_name="istio-envoy",
         http2_protocol_options=Http2ProtocolOptions() if port.protocol.is_http2 else None,
         http_filters=[*authz, _router_filter()],
@@ -453,7 +454,7 @@ def _restore_original_dst() -> Filter:
     )
 
 
-def _direct_chains(policies: tuple[AuthorizationPolicy, ...]) -> list[FilterChain]:
+def _direct_chains(policies: tuple[AuthorizationPolicy, ...], authn: list[HttpFilter]) -> list[FilterChain]:
     tcp = FilterChain(
         name=DIRECT_TCP,
         filters=[
@@ -483,8 +484,9 @@ def _direct_chains(policies: tuple[AuthorizationPolicy, ...]) -> list[FilterChai
             ],
         ),
         use_remote_address=False,
+        normalize_path=True,  # as the service chains
         server_name="istio-envoy",
-        http_filters=[*rbac.http_rbac_filters(policies), _router_filter()],
+        http_filters=[*authn, *rbac.http_rbac_filters(policies), _router_filter()],
     )
     http = FilterChain(
         name=DIRECT_HTTP,
@@ -494,6 +496,20 @@ def _direct_chains(policies: tuple[AuthorizationPolicy, ...]) -> list[FilterChai
         ],
     )
     return [tcp, http]
+
+
+def _authn_filters(mesh: Mesh, waypoint: Waypoint, service: Service | None) -> list[HttpFilter]:
+    """The `jwt_authn` filter of the RequestAuthentications that apply; it runs before the RBAC filters."""
+    found = jwt.jwt_authn_filter(jwt.jwt_rules(jwt.request_authentications_for(mesh, waypoint, service)))
+    return [found] if found is not None else []
+
+
+def _jwks_clusters(mesh: Mesh, waypoint: Waypoint, services: tuple[Service, ...]) -> tuple[Cluster, ...]:
+    """Clusters Envoy fetches `jwksUri`s through, for every RequestAuthentication this waypoint applies."""
+    found: dict[str, Cluster] = {}
+    for service in (None, *services):
+        found.update(jwt.jwks_clusters(jwt.jwt_rules(jwt.request_authentications_for(mesh, waypoint, service))))
+    return tuple(found[name] for name in sorted(found))
 
 
 def main_internal(
@@ -516,7 +532,8 @@ def main_internal(
             if port.protocol.is_http or port.protocol is Protocol.UNKNOWN:
                 targets.setdefault(http_name, ClusterTarget(http_name, service, port, True))
                 routes = _routes_for(mesh, service, port, owned, targets)
-                chains.append(_http_chain(http_name, routes, port, rbac.http_rbac_filters(policies)))
+                authz = [*_authn_filters(mesh, waypoint, service), *rbac.http_rbac_filters(policies)]
+                chains.append(_http_chain(http_name, routes, port, authz))
             if not port.protocol.is_http:
                 targets.setdefault(tcp_name, ClusterTarget(tcp_name, service, port, False))
                 chains.append(_tcp_chain(tcp_name, tcp_name, rbac.network_rbac_filters(policies, tcp_name)))
@@ -528,7 +545,7 @@ def main_internal(
             for vip in service.vips:
                 by_ip[vip] = MatcherOnMatch(matcher=_port_matcher(service))
     if workloads:
-        chains.extend(_direct_chains(rbac.policies_for(mesh, waypoint, None)))
+        chains.extend(_direct_chains(rbac.policies_for(mesh, waypoint, None), _authn_filters(mesh, waypoint, None)))
         sniffed = True
         for workload in workloads:
             by_ip[workload.ip] = MatcherOnMatch(matcher=_app_protocol_matcher(DIRECT_HTTP, DIRECT_TCP))
@@ -723,6 +740,7 @@ def build_waypoint(mesh: Mesh, waypoint: Waypoint, *, bind_ip: str = "0.0.0.0") 
         _internal_cluster(ENCAP, CONNECT_ORIGINATE),
         connect_originate_cluster(waypoint, mesh.trust_domain),
         *(_target_cluster(t) for t in ordered),
+        *_jwks_clusters(mesh, waypoint, services),
     )
     endpoints = tuple(load_assignment(mesh, t) for t in ordered)
     return WaypointResources(listeners=listeners, clusters=clusters, endpoints=endpoints)

@@ -210,8 +210,6 @@ FIELD_TABLE: Mapping[str, tuple[Field, ...]] = {
                     "notIpBlocks",
                     "remoteIpBlocks",
                     "notRemoteIpBlocks",
-                    "serviceAccounts",
-                    "notServiceAccounts",
                 )
             ),
             *(
@@ -242,6 +240,7 @@ FIELD_TABLE: Mapping[str, tuple[Field, ...]] = {
             "spec.jwtRules[].outputClaimToHeaders[].claim",
             "spec.jwtRules[].forwardOriginalToken",
             "spec.jwtRules[].timeout",
+            "spec.jwtRules[].spaceDelimitedClaims[]",
         ),
         *_POLICY_STATUS,
     ),

@@ -284,28 +284,119 @@ class HTTPRoute:
 class PolicyAction(enum.Enum):
     ALLOW = "ALLOW"
     DENY = "DENY"
+    AUDIT = "AUDIT"
+    CUSTOM = "CUSTOM"
+
+
+# `when` keys ztunnel can check (Istio's `l4WhenAttributes`); every other key needs a waypoint.
+L4_CONDITION_KEYS = frozenset(
+    {"source.ip", "source.namespace", "source.principal", "destination.ip", "destination.port"}
+)
+# Keys Istio accepts as they are; `request.headers[...]` and `request.auth.claims[...]` take a name in brackets.
+CONDITION_KEYS = L4_CONDITION_KEYS | frozenset(
+    {
+        "remote.ip",
+        "request.auth.principal",
+        "request.auth.audiences",
+        "request.auth.presenter",
+        "connection.sni",
+    }
+)
+CONDITION_KEY_PREFIXES = ("request.headers[", "request.auth.claims[")
 
 
 @dataclass(frozen=True)
-class PolicyRule:
-    """One `rules[]` entry; empty tuple = any. ztunnel enforces the L4 fields, waypoints all of them."""
+class Source:
+    """One `from[].source`: its fields are AND-ed, the values of one field OR-ed; empty = any."""
 
     principals: tuple[str, ...] = ()
     not_principals: tuple[str, ...] = ()
+    request_principals: tuple[str, ...] = ()
+    not_request_principals: tuple[str, ...] = ()
     namespaces: tuple[str, ...] = ()
     not_namespaces: tuple[str, ...] = ()
+    ip_blocks: tuple[str, ...] = ()
+    not_ip_blocks: tuple[str, ...] = ()
+    remote_ip_blocks: tuple[str, ...] = ()
+    not_remote_ip_blocks: tuple[str, ...] = ()
+
+    @property
+    def http_fields(self) -> tuple[str, ...]:
+        """The fields set here that only an HTTP proxy can see (API names, for status messages)."""
+        named = (
+            ("remoteIpBlocks", self.remote_ip_blocks),
+            ("notRemoteIpBlocks", self.not_remote_ip_blocks),
+            ("requestPrincipals", self.request_principals),
+            ("notRequestPrincipals", self.not_request_principals),
+        )
+        return tuple(name for name, values in named if values)
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One `to[].operation`: fields AND-ed, values OR-ed; empty = any."""
+
+    hosts: tuple[str, ...] = ()
+    not_hosts: tuple[str, ...] = ()
     ports: tuple[int, ...] = ()
     not_ports: tuple[int, ...] = ()
-    ip_blocks: tuple[str, ...] = ()
     methods: tuple[str, ...] = ()
     not_methods: tuple[str, ...] = ()
     paths: tuple[str, ...] = ()
     not_paths: tuple[str, ...] = ()
-    hosts: tuple[str, ...] = ()
 
     @property
-    def has_l7(self) -> bool:
-        return bool(self.methods or self.not_methods or self.paths or self.not_paths or self.hosts)
+    def http_fields(self) -> tuple[str, ...]:
+        named = (
+            ("hosts", self.hosts),
+            ("notHosts", self.not_hosts),
+            ("methods", self.methods),
+            ("notMethods", self.not_methods),
+            ("paths", self.paths),
+            ("notPaths", self.not_paths),
+        )
+        return tuple(name for name, values in named if values)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One `when[]` entry: the key's value is one of `values` (if any) and none of `not_values`."""
+
+    key: str
+    values: tuple[str, ...] = ()
+    not_values: tuple[str, ...] = ()
+
+    @property
+    def is_l4(self) -> bool:
+        return self.key in L4_CONDITION_KEYS
+
+
+@dataclass(frozen=True)
+class PolicyRule:
+    """One `rules[]` entry: ANY of `sources` AND ANY of `operations` AND ALL `conditions`.
+
+    An empty `sources`/`operations` means the rule has no `from`/`to` (any); the parser refuses an
+    explicitly empty list, as Istio's validation does.
+    """
+
+    sources: tuple[Source, ...] = ()
+    operations: tuple[Operation, ...] = ()
+    conditions: tuple[Condition, ...] = ()
+
+    @property
+    def http_fields(self) -> tuple[str, ...]:
+        """Every HTTP-only attribute the rule uses (field names and `when` keys), sorted, no repeats."""
+        found = {f for s in self.sources for f in s.http_fields}
+        found |= {f for o in self.operations for f in o.http_fields}
+        found |= {c.key for c in self.conditions if not c.is_l4}
+        return tuple(sorted(found))
+
+
+@dataclass(frozen=True)
+class PolicyTargetRef:
+    group: str  # "" for core (Service)
+    kind: str  # Gateway | GatewayClass | Service
+    name: str
 
 
 @dataclass(frozen=True)
@@ -315,7 +406,26 @@ class AuthorizationPolicy:
     action: PolicyAction
     selector: Mapping[str, str] | None  # None: namespace-wide (or mesh-wide in the root namespace)
     rules: tuple[PolicyRule, ...]
-    target_refs: tuple[tuple[str, str], ...] = ()  # (kind, name): policies attached to a waypoint/service
+    target_refs: tuple[PolicyTargetRef, ...] = ()  # policies attached to a waypoint / a service / the class
+    provider: str = ""  # CUSTOM: `provider.name`
+
+    @property
+    def ref(self) -> ObjectRef:
+        return ObjectRef("AuthorizationPolicy", self.namespace, self.name)
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class PolicyCondition:
+    """A status condition Istio writes on an AuthorizationPolicy (`ZtunnelAccepted`, `WaypointAccepted`)."""
+
+    type: str
+    status: bool
+    reason: str
+    message: str
 
 
 class MtlsMode(enum.Enum):
@@ -352,6 +462,64 @@ class SliceEndpoint:
 
 
 @dataclass(frozen=True)
+class JwtHeader:
+    """`fromHeaders[]`: where a token is read from, and the prefix stripped before it (e.g. "Bearer ")."""
+
+    name: str
+    prefix: str = ""
+
+
+@dataclass(frozen=True)
+class ClaimToHeader:
+    """`outputClaimToHeaders[]`: a claim copied into a request header."""
+
+    header: str
+    claim: str
+
+
+@dataclass(frozen=True)
+class JwksUri:
+    """A parsed `jwksUri` (Istio's ParseJwksURI: http or https, default port 80/443)."""
+
+    uri: str
+    scheme: str
+    host: str
+    port: int
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme == "https"
+
+
+@dataclass(frozen=True)
+class JwtRule:
+    """One `jwtRules[]` entry of a RequestAuthentication."""
+
+    issuer: str
+    audiences: tuple[str, ...] = ()
+    jwks: str = ""  # inline JWKS (JSON)
+    jwks_uri: JwksUri | None = None
+    from_headers: tuple[JwtHeader, ...] = ()
+    from_params: tuple[str, ...] = ()
+    from_cookies: tuple[str, ...] = ()
+    output_payload_to_header: str = ""
+    output_claim_to_headers: tuple[ClaimToHeader, ...] = ()
+    forward_original_token: bool = False
+    timeout: float = 5.0  # seconds; Istio's default for fetching the JWKS
+    space_delimited_claims: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class RequestAuthentication:
+    """security.istio.io RequestAuthentication; waypoints apply those attached with `targetRefs`."""
+
+    namespace: str
+    name: str
+    target_refs: tuple[tuple[str, str], ...]  # (kind, name): Gateway, Service, or GatewayClass istio-waypoint
+    jwt_rules: tuple[JwtRule, ...]
+
+
+@dataclass(frozen=True)
 class Mesh:
     namespaces: Mapping[str, Namespace] = field(default_factory=dict)
     services: tuple[Service, ...] = ()
@@ -360,10 +528,19 @@ class Mesh:
     routes: tuple[HTTPRoute, ...] = ()
     policies: tuple[AuthorizationPolicy, ...] = ()
     peer_authentications: tuple[PeerAuthentication, ...] = ()
+    request_authentications: tuple[RequestAuthentication, ...] = ()
     # (namespace, service) -> its EndpointSlices' addresses, for Services without a selector only
     slice_endpoints: Mapping[tuple[str, str], tuple[SliceEndpoint, ...]] = field(default_factory=dict)
     errors: tuple[ModelError, ...] = ()
     trust_domain: str = DEFAULT_TRUST_DOMAIN
+    root_namespace: str = ROOT_NAMESPACE  # policies here without a selector are mesh-wide
+
+    @cached_property
+    def policy_status(self) -> Mapping[str, tuple[PolicyCondition, ...]]:
+        """`namespace/name` -> Istio's status conditions for that AuthorizationPolicy (one pure function)."""
+        from xds.mesh.policy_status import policy_conditions  # it reads the model: imported when first asked
+
+        return policy_conditions(self)
 
     def service(self, namespace: str, name: str) -> Service | None:
         return next((s for s in self.services if s.namespace == namespace and s.name == name), None)

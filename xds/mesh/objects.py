@@ -6,33 +6,49 @@ field; the rest of the mesh is still built, so one bad file never takes the mesh
 
 from __future__ import annotations
 
+import ipaddress
+import json
+import re
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from xds.mesh.fields import REFUSED_WHEN_INCOMPLETE, unhandled_fields
 from xds.mesh.httproute import RouteRefused, parse_httproute
 from xds.mesh.model import (
+    CONDITION_KEY_PREFIXES,
+    CONDITION_KEYS,
     DATAPLANE_MODE,
     FOR_SERVICE_ACCOUNT,
     GATEWAY_NAME_LABEL,
     HBONE_PORT,
+    ROOT_NAMESPACE,
     WAYPOINT_CLASS,
     WAYPOINT_FOR,
     AuthorizationPolicy,
+    ClaimToHeader,
+    Condition,
     HTTPRoute,
+    JwksUri,
+    JwtHeader,
+    JwtRule,
     Mesh,
     ModelError,
     MtlsMode,
     NamedPort,
     Namespace,
     ObjectRef,
+    Operation,
     PeerAuthentication,
     PolicyAction,
     PolicyRule,
+    PolicyTargetRef,
     Protocol,
+    RequestAuthentication,
     Service,
     ServicePort,
     SliceEndpoint,
+    Source,
     TrafficType,
     Waypoint,
     Workload,
@@ -275,59 +291,246 @@ def _strings(value: Any, field: str) -> tuple[str, ...]:
 def _ports(value: Any, field: str) -> tuple[int, ...]:
     out = []
     for i, v in enumerate(_strings(value, field)):
-        if not v.isdigit():
+        if not (v.isascii() and v.isdigit()):  # str.isdigit() also takes "²", which int() refuses
             raise InvalidField(f"{field}[{i}]", f"must be a port number, got {v!r}")
         out.append(_port_number(int(v), f"{field}[{i}]"))
     return tuple(out)
 
 
+def _known_keys(obj: Any, field: str, known: frozenset[str]) -> Mapping[str, Any]:
+    """A map whose keys must all be ones we implement: an unknown key is refused, never dropped."""
+    if obj is None:
+        return {}
+    if not isinstance(obj, Mapping):
+        raise InvalidField(field, f"must be a map, got {type(obj).__name__}")
+    for key in obj:
+        if key not in known:
+            raise InvalidField(f"{field}.{key}", "is not a supported field")
+    return obj
+
+
+def _policy_values(value: Any, field: str) -> tuple[str, ...]:
+    """A list of policy values: Istio refuses empty strings (`empty value is not allowed`)."""
+    values = _strings(value, field)
+    for i, v in enumerate(values):
+        if not v:
+            raise InvalidField(f"{field}[{i}]", "empty value is not allowed")
+    return values
+
+
+def _principal_values(value: Any, field: str) -> tuple[str, ...]:
+    """Principals are `<trust domain>/ns/<ns>/sa/<sa>`: Istio prepends `spiffe://` itself, so a value written
+    with it would silently match nobody there; refused instead."""
+    values = _policy_values(value, field)
+    for i, v in enumerate(values):
+        if v.startswith("spiffe://"):
+            raise InvalidField(f"{field}[{i}]", f"write principals without the spiffe:// scheme, got {v!r}")
+    return values
+
+
+def _ip_blocks(value: Any, field: str) -> tuple[str, ...]:
+    """IPs or CIDRs (host bits may be set, as Go's netip.ParsePrefix allows)."""
+    values = _policy_values(value, field)
+    for i, v in enumerate(values):
+        try:
+            ipaddress.ip_network(v, strict=False)
+        except ValueError as exc:
+            raise InvalidField(f"{field}[{i}]", f"invalid IP address or CIDR {v!r}") from exc
+    return values
+
+
+def _paths(value: Any, field: str) -> tuple[str, ...]:
+    values = _policy_values(value, field)
+    for i, v in enumerate(values):
+        if "{" in v or "}" in v:
+            # Istio's path templates ({*}, {**}) need Envoy's uri_template matcher: not implemented, refused.
+            raise InvalidField(f"{field}[{i}]", f"path templates are not supported: {v!r}")
+    return values
+
+
+_SOURCE_FIELDS = frozenset(
+    {
+        "principals",
+        "notPrincipals",
+        "requestPrincipals",
+        "notRequestPrincipals",
+        "namespaces",
+        "notNamespaces",
+        "ipBlocks",
+        "notIpBlocks",
+        "remoteIpBlocks",
+        "notRemoteIpBlocks",
+    }
+)
+_OPERATION_FIELDS = frozenset({"hosts", "notHosts", "ports", "notPorts", "methods", "notMethods", "paths", "notPaths"})
+
+
+def _source(raw: Any, field: str) -> Source:
+    entry = _known_keys(raw, field, frozenset({"source"}))
+    if not entry.get("source"):
+        raise InvalidField(f"{field}.source", "must not be empty")
+    base = f"{field}.source"
+    src = _known_keys(entry["source"], base, _SOURCE_FIELDS)
+    return Source(
+        principals=_principal_values(src.get("principals"), f"{base}.principals"),
+        not_principals=_principal_values(src.get("notPrincipals"), f"{base}.notPrincipals"),
+        request_principals=_policy_values(src.get("requestPrincipals"), f"{base}.requestPrincipals"),
+        not_request_principals=_policy_values(src.get("notRequestPrincipals"), f"{base}.notRequestPrincipals"),
+        namespaces=_policy_values(src.get("namespaces"), f"{base}.namespaces"),
+        not_namespaces=_policy_values(src.get("notNamespaces"), f"{base}.notNamespaces"),
+        ip_blocks=_ip_blocks(src.get("ipBlocks"), f"{base}.ipBlocks"),
+        not_ip_blocks=_ip_blocks(src.get("notIpBlocks"), f"{base}.notIpBlocks"),
+        remote_ip_blocks=_ip_blocks(src.get("remoteIpBlocks"), f"{base}.remoteIpBlocks"),
+        not_remote_ip_blocks=_ip_blocks(src.get("notRemoteIpBlocks"), f"{base}.notRemoteIpBlocks"),
+    )
+
+
+def _operation(raw: Any, field: str) -> Operation:
+    entry = _known_keys(raw, field, frozenset({"operation"}))
+    if not entry.get("operation"):
+        raise InvalidField(f"{field}.operation", "must not be empty")
+    base = f"{field}.operation"
+    op = _known_keys(entry["operation"], base, _OPERATION_FIELDS)
+    return Operation(
+        hosts=_policy_values(op.get("hosts"), f"{base}.hosts"),
+        not_hosts=_policy_values(op.get("notHosts"), f"{base}.notHosts"),
+        ports=_ports(op.get("ports"), f"{base}.ports"),
+        not_ports=_ports(op.get("notPorts"), f"{base}.notPorts"),
+        methods=_policy_values(op.get("methods"), f"{base}.methods"),
+        not_methods=_policy_values(op.get("notMethods"), f"{base}.notMethods"),
+        paths=_paths(op.get("paths"), f"{base}.paths"),
+        not_paths=_paths(op.get("notPaths"), f"{base}.notPaths"),
+    )
+
+
+def _condition_key_valid(key: str) -> bool:
+    if key in CONDITION_KEYS:
+        return True
+    for prefix in CONDITION_KEY_PREFIXES:
+        if key.startswith(prefix) and key.endswith("]") and len(key) > len(prefix) + 1:
+            return True
+    return False
+
+
+def _condition(raw: Any, field: str) -> Condition:
+    entry = _known_keys(raw, field, frozenset({"key", "values", "notValues"}))
+    key = entry.get("key")
+    if not isinstance(key, str) or not key:
+        raise InvalidField(f"{field}.key", "is required")
+    if not _condition_key_valid(key):
+        raise InvalidField(f"{field}.key", f"unknown attribute {key!r}")
+    checker = _ip_blocks if key in ("source.ip", "remote.ip", "destination.ip") else _policy_values
+    if key == "source.principal":
+        checker = _principal_values
+    values = checker(entry.get("values"), f"{field}.values")
+    not_values = checker(entry.get("notValues"), f"{field}.notValues")
+    if key == "destination.port":
+        _ports(list(values), f"{field}.values")
+        _ports(list(not_values), f"{field}.notValues")
+    if not values and not not_values:
+        raise InvalidField(field, f"at least one of values or notValues must be set for key {key}")
+    return Condition(key=key, values=values, not_values=not_values)
+
+
+def _entries(rule: Mapping[str, Any], key: str, field: str) -> list[Any]:
+    raw = rule.get(key)
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise InvalidField(field, "must be a list")
+    if not raw:
+        raise InvalidField(field, "must not be empty")  # Istio: `from`/`to`/`when` present but empty
+    return raw
+
+
+def _policy_rule(raw: Any, field: str) -> PolicyRule:
+    rule = _known_keys(raw, field, frozenset({"from", "to", "when"}))
+    return PolicyRule(
+        sources=tuple(_source(s, f"{field}.from[{i}]") for i, s in enumerate(_entries(rule, "from", f"{field}.from"))),
+        operations=tuple(_operation(o, f"{field}.to[{i}]") for i, o in enumerate(_entries(rule, "to", f"{field}.to"))),
+        conditions=tuple(
+            _condition(c, f"{field}.when[{i}]") for i, c in enumerate(_entries(rule, "when", f"{field}.when"))
+        ),
+    )
+
+
+# targetRef kinds a waypoint can enforce, with their API group ("" = core).
+_TARGET_GROUPS = {"Gateway": "gateway.networking.k8s.io", "GatewayClass": "gateway.networking.k8s.io", "Service": ""}
+
+
+def _target_ref(raw: Any, field: str, namespace: str) -> PolicyTargetRef:
+    ref = _known_keys(raw, field, frozenset({"group", "kind", "name", "namespace"}))
+    kind, name = ref.get("kind"), ref.get("name")
+    if not isinstance(kind, str) or not kind:
+        raise InvalidField(f"{field}.kind", "is required")
+    if not isinstance(name, str) or not name:
+        raise InvalidField(f"{field}.name", "is required")
+    group = str(ref.get("group") or "")
+    group = "" if group == "core" else group
+    if kind not in _TARGET_GROUPS:
+        raise InvalidField(f"{field}.kind", f"unsupported targetRef kind {kind!r} (Gateway, GatewayClass or Service)")
+    if group != _TARGET_GROUPS[kind]:
+        raise InvalidField(f"{field}.group", f"{kind} is in group {_TARGET_GROUPS[kind] or 'core'!r}, got {group!r}")
+    if ref.get("namespace") not in (None, "", namespace):
+        raise InvalidField(f"{field}.namespace", "cross namespace referencing is not currently supported")
+    return PolicyTargetRef(group=group, kind=kind, name=name)
+
+
+_POLICY_SPEC_FIELDS = frozenset({"selector", "targetRef", "targetRefs", "action", "rules", "provider"})
+DRY_RUN_ANNOTATION = "istio.io/dry-run"
+
+
 def parse_authorization_policy(obj: KubeObject, namespace: str) -> AuthorizationPolicy:
-    spec = obj.get("spec") or {}
+    """security.istio.io/v1 AuthorizationPolicy with Istio's validation; anything we don't enforce is refused."""
+    spec = _known_keys(obj.get("spec") or {}, "spec", _POLICY_SPEC_FIELDS)
+    if _annotations(obj).get(DRY_RUN_ANNOTATION, "").lower() == "true":
+        raise InvalidField(f"metadata.annotations[{DRY_RUN_ANNOTATION}]", "dry-run policies are not supported")
     raw_action = str(spec.get("action") or "ALLOW")
     try:
         action = PolicyAction(raw_action)
     except ValueError as exc:
-        raise InvalidField("spec.action", f"unsupported action {raw_action!r} (ALLOW or DENY)") from exc
-    selector = spec.get("selector")
-    rules = []
-    for r, rule in enumerate(spec.get("rules") or []):
-        merged: dict[str, Any] = {}
-        for f, src in enumerate(rule.get("from") or []):
-            source = src.get("source") or {}
-            base = f"spec.rules[{r}].from[{f}].source"
-            for key, attr in (
-                ("principals", "principals"),
-                ("notPrincipals", "not_principals"),
-                ("namespaces", "namespaces"),
-                ("notNamespaces", "not_namespaces"),
-                ("ipBlocks", "ip_blocks"),
-            ):
-                merged[attr] = merged.get(attr, ()) + _strings(source.get(key), f"{base}.{key}")
-        for t, dst in enumerate(rule.get("to") or []):
-            op = dst.get("operation") or {}
-            base = f"spec.rules[{r}].to[{t}].operation"
-            merged["ports"] = merged.get("ports", ()) + _ports(op.get("ports"), f"{base}.ports")
-            merged["not_ports"] = merged.get("not_ports", ()) + _ports(op.get("notPorts"), f"{base}.notPorts")
-            for key, attr in (
-                ("methods", "methods"),
-                ("notMethods", "not_methods"),
-                ("paths", "paths"),
-                ("notPaths", "not_paths"),
-                ("hosts", "hosts"),
-            ):
-                merged[attr] = merged.get(attr, ()) + _strings(op.get(key), f"{base}.{key}")
-        rules.append(PolicyRule(**merged))
+        raise InvalidField("spec.action", f"unsupported action {raw_action!r} (ALLOW, DENY, AUDIT or CUSTOM)") from exc
+    provider = ""
+    if spec.get("provider") is not None:
+        if action is not PolicyAction.CUSTOM:
+            raise InvalidField("spec.provider", f"must not be set for the {action.value} action")
+        provider = str(_known_keys(spec["provider"], "spec.provider", frozenset({"name"})).get("name") or "")
+    if action is PolicyAction.CUSTOM and not provider:
+        raise InvalidField("spec.provider.name", "is required for the CUSTOM action")
+    if spec.get("targetRef") is not None and spec.get("targetRefs") is not None:
+        raise InvalidField("spec.targetRef", "only one of targetRef or targetRefs can be set")
+    raw_refs = spec.get("targetRefs")
+    if raw_refs is None:
+        raw_refs, refs_field = ([spec["targetRef"]] if spec.get("targetRef") is not None else []), "spec.targetRef"
+    else:
+        refs_field = "spec.targetRefs"
+        if not isinstance(raw_refs, list):
+            raise InvalidField(refs_field, "must be a list")
     target_refs = tuple(
-        (str(t.get("kind")), str(t.get("name")))
-        for t in (spec.get("targetRefs") or ([spec["targetRef"]] if spec.get("targetRef") else []))
+        _target_ref(r, refs_field if refs_field == "spec.targetRef" else f"{refs_field}[{i}]", namespace)
+        for i, r in enumerate(raw_refs)
     )
+    raw_selector = spec.get("selector")
+    if raw_selector is not None and target_refs:
+        raise InvalidField("spec.selector", "only one of targetRefs or workload selector can be set")
+    selector = None
+    if raw_selector is not None:
+        selector = _str_map(
+            _known_keys(raw_selector, "spec.selector", frozenset({"matchLabels"})).get("matchLabels"),
+            "spec.selector.matchLabels",
+        )
+    raw_rules = spec.get("rules")
+    if raw_rules is not None and not isinstance(raw_rules, list):
+        raise InvalidField("spec.rules", "must be a list")
+    rules = tuple(_policy_rule(r, f"spec.rules[{i}]") for i, r in enumerate(raw_rules or []))
     return AuthorizationPolicy(
         namespace=namespace,
         name=_meta(obj)["name"],
         action=action,
-        selector=_str_map(selector.get("matchLabels"), "spec.selector.matchLabels") if selector else None,
-        rules=tuple(rules),
+        selector=selector,
+        rules=rules,
         target_refs=target_refs,
+        provider=provider,
     )
 
 
@@ -389,6 +592,245 @@ def parse_peer_authentication(obj: KubeObject, namespace: str) -> PeerAuthentica
     )
 
 
+# RequestAuthentication (security.istio.io/v1): every field of the API is either used or refused.
+REQUEST_AUTHN_SPEC_FIELDS = frozenset({"selector", "targetRef", "targetRefs", "jwtRules"})
+JWT_RULE_FIELDS = frozenset(
+    {
+        "issuer",
+        "audiences",
+        "jwksUri",
+        "jwks",
+        "fromHeaders",
+        "fromParams",
+        "fromCookies",
+        "outputPayloadToHeader",
+        "outputClaimToHeaders",
+        "forwardOriginalToken",
+        "timeout",
+        "spaceDelimitedClaims",
+    }
+)
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9a-zA-Z]+$")  # an RFC 9110 token
+_DURATION = re.compile(r"^(\d+)(?:\.(\d{1,9}))?s$")  # protobuf JSON Duration
+
+
+def _unknown_fields(value: Mapping[str, Any], known: frozenset[str], field: str) -> None:
+    extra = sorted(set(value) - known)
+    if extra:
+        raise InvalidField(f"{field}.{extra[0]}", "is not a field pyambient implements; refused rather than ignored")
+
+
+def _object_list(value: Any, field: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InvalidField(field, "must be a list")
+    return value
+
+
+def _nonempty_strings(value: Any, field: str, what: str) -> tuple[str, ...]:
+    out = _strings(value, field)
+    for i, v in enumerate(out):
+        if not v:
+            raise InvalidField(f"{field}[{i}]", f"{what} must be a non-empty string")
+    return out
+
+
+def _header_name(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidField(field, "must be a non-empty header name")
+    if not _HEADER_NAME.match(value):
+        raise InvalidField(field, f"{value!r} is not a valid HTTP header name")
+    return value
+
+
+def parse_jwks_uri(uri: str, field: str) -> JwksUri:
+    """Istio's ParseJwksURI: http or https, the port from the URI or 80/443."""
+    try:
+        parts = urllib.parse.urlsplit(uri)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidField(field, f"invalid URI {uri!r}: {exc}") from exc
+    if parts.scheme not in ("http", "https"):
+        raise InvalidField(field, f"URI scheme {parts.scheme!r} is not supported (http or https)")
+    if not parts.hostname:
+        raise InvalidField(field, f"{uri!r} has no host")
+    host = parts.hostname
+    if host.endswith(".svc") or ".svc." in host:
+        # Istio would use the mesh service's own cluster (through the mesh); that is not implemented here.
+        raise InvalidField(field, f"a JWKS server inside the mesh ({host}) is not supported; use an address outside it")
+    return JwksUri(uri=uri, scheme=parts.scheme, host=host, port=port or (443 if parts.scheme == "https" else 80))
+
+
+def _parse_duration(value: Any, field: str) -> float:
+    match = _DURATION.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise InvalidField(field, f'must be a duration like "5s" or "0.5s", got {value!r}')
+    nanos = int((match.group(2) or "").ljust(9, "0"))
+    if nanos % 1_000_000:
+        raise InvalidField(field, "only durations to ms precision are supported")
+    total = int(match.group(1)) + nanos / 1e9
+    if total < 0.001:
+        raise InvalidField(field, "duration must be greater than 1ms")
+    return total
+
+
+# The members each key type needs (RFC 7518 section 6): a key without them can verify nothing.
+_JWK_MEMBERS = {"RSA": ("n", "e"), "EC": ("crv", "x", "y"), "oct": ("k",), "OKP": ("crv", "x")}
+
+
+def _check_jwks(jwks: str, field: str) -> None:
+    """Istio refuses a `jwks` that does not parse as a JWK Set; so do we, key by key."""
+    try:
+        document = json.loads(jwks)
+    except ValueError as exc:
+        raise InvalidField(field, f"jwks parse error: {exc}") from exc
+    keys = document.get("keys") if isinstance(document, Mapping) else None
+    if not isinstance(keys, list) or not keys:
+        raise InvalidField(field, 'jwks parse error: expected a JSON object with a non-empty "keys" list')
+    for i, key in enumerate(keys):
+        members = _JWK_MEMBERS.get(str(key.get("kty"))) if isinstance(key, Mapping) else None
+        if members is None:
+            raise InvalidField(field, f"jwks parse error: keys[{i}] has no supported kty (RSA, EC, oct, OKP)")
+        missing = [m for m in members if not isinstance(key.get(m), str) or not key[m]]
+        if missing:
+            raise InvalidField(field, f"jwks parse error: keys[{i}] ({key['kty']}) lacks {', '.join(missing)}")
+
+
+def _parse_jwt_rule(raw: Any, field: str) -> JwtRule:
+    if not isinstance(raw, Mapping):
+        raise InvalidField(field, "must be an object")
+    _unknown_fields(raw, JWT_RULE_FIELDS, field)
+    issuer = raw.get("issuer") or ""
+    if not isinstance(issuer, str):
+        raise InvalidField(f"{field}.issuer", "must be a string")
+    jwks_uri_raw = raw.get("jwksUri") or ""
+    jwks = raw.get("jwks") or ""
+    if not isinstance(jwks_uri_raw, str) or not isinstance(jwks, str):
+        raise InvalidField(f"{field}.jwks", "jwks and jwksUri must be strings")
+    if not issuer and not jwks_uri_raw:
+        raise InvalidField(f"{field}.issuer", "issuer or jwksUri must be non-empty string")
+    if jwks and jwks_uri_raw:
+        raise InvalidField(
+            f"{field}.jwksUri",
+            "set jwks or jwksUri, not both (which one Istio uses depends on PILOT_JWT_ENABLE_REMOTE_JWKS)",
+        )
+    if not jwks and not jwks_uri_raw:
+        raise InvalidField(
+            f"{field}.jwksUri", "jwks or jwksUri is required (JWKS discovery from the issuer is not implemented)"
+        )
+    jwks_uri = parse_jwks_uri(jwks_uri_raw, f"{field}.jwksUri") if jwks_uri_raw else None
+    if jwks:
+        _check_jwks(jwks, f"{field}.jwks")
+    headers = []
+    for i, location in enumerate(_object_list(raw.get("fromHeaders"), f"{field}.fromHeaders")):
+        at = f"{field}.fromHeaders[{i}]"
+        if not isinstance(location, Mapping):
+            raise InvalidField(at, "location header name must be non-null")
+        _unknown_fields(location, frozenset({"name", "prefix"}), at)
+        if not location.get("name"):
+            raise InvalidField(f"{at}.name", "location header name must be non-empty string")
+        headers.append(JwtHeader(_header_name(location["name"], f"{at}.name"), str(location.get("prefix") or "")))
+    claims = []
+    for i, pair in enumerate(_object_list(raw.get("outputClaimToHeaders"), f"{field}.outputClaimToHeaders")):
+        at = f"{field}.outputClaimToHeaders[{i}]"
+        if not isinstance(pair, Mapping):
+            raise InvalidField(at, "outputClaimToHeaders must not be null")
+        _unknown_fields(pair, frozenset({"header", "claim"}), at)
+        if not pair.get("header") or not pair.get("claim"):
+            raise InvalidField(at, "outputClaimToHeaders header and claim value must be non-empty string")
+        claims.append(ClaimToHeader(_header_name(pair["header"], f"{at}.header"), str(pair["claim"])))
+    payload_header = raw.get("outputPayloadToHeader") or ""
+    if payload_header:
+        _header_name(payload_header, f"{field}.outputPayloadToHeader")
+    forward = raw.get("forwardOriginalToken", False)
+    if not isinstance(forward, bool):
+        raise InvalidField(f"{field}.forwardOriginalToken", f"must be true or false, got {forward!r}")
+    space_delimited = raw.get("spaceDelimitedClaims")
+    return JwtRule(
+        issuer=issuer,
+        audiences=_nonempty_strings(raw.get("audiences"), f"{field}.audiences", "audience"),
+        jwks=jwks,
+        jwks_uri=jwks_uri,
+        from_headers=tuple(headers),
+        from_params=_nonempty_strings(raw.get("fromParams"), f"{field}.fromParams", "location query"),
+        from_cookies=_nonempty_strings(raw.get("fromCookies"), f"{field}.fromCookies", "cookie name"),
+        output_payload_to_header=payload_header,
+        output_claim_to_headers=tuple(claims),
+        forward_original_token=forward,
+        timeout=_parse_duration(raw["timeout"], f"{field}.timeout") if raw.get("timeout") is not None else 5.0,
+        space_delimited_claims=None
+        if space_delimited is None
+        else _nonempty_strings(space_delimited, f"{field}.spaceDelimitedClaims", "claim name"),
+    )
+
+
+def _request_authn_target(ref: Any, namespace: str, root_namespace: str, field: str) -> tuple[str, str]:
+    """A targetRef waypoints can apply (Istio's attachment rules); anything else is refused."""
+    if not isinstance(ref, Mapping):
+        raise InvalidField(field, "must be an object")
+    _unknown_fields(ref, frozenset({"group", "kind", "name", "namespace"}), field)
+    group, kind, name = str(ref.get("group") or ""), str(ref.get("kind") or ""), str(ref.get("name") or "")
+    if not name:
+        raise InvalidField(f"{field}.name", "is required")
+    if ref.get("namespace") not in (None, "", namespace):
+        raise InvalidField(
+            f"{field}.namespace", "must be the policy's own namespace (a cross-namespace targetRef never matches)"
+        )
+    if kind == "Gateway" and group == "gateway.networking.k8s.io":
+        return (kind, name)
+    if kind == "Service" and group in ("", "core"):
+        return (kind, name)
+    if kind == "GatewayClass" and group == "gateway.networking.k8s.io":
+        if namespace != root_namespace or name != WAYPOINT_CLASS:
+            raise InvalidField(
+                field,
+                f"a GatewayClass targetRef applies only as {WAYPOINT_CLASS} from the root namespace {root_namespace}",
+            )
+        return (kind, name)
+    raise InvalidField(field, f"unsupported target {group or 'core'}/{kind} (Gateway, Service or GatewayClass)")
+
+
+def parse_request_authentication(
+    obj: KubeObject, namespace: str, root_namespace: str = ROOT_NAMESPACE
+) -> RequestAuthentication:
+    spec = obj.get("spec") or {}
+    if not isinstance(spec, Mapping):
+        raise InvalidField("spec", "must be an object")
+    _unknown_fields(spec, REQUEST_AUTHN_SPEC_FIELDS, "spec")
+    set_kinds = [k for k in ("selector", "targetRef", "targetRefs") if spec.get(k)]
+    if len(set_kinds) > 1:
+        raise InvalidField(f"spec.{set_kinds[1]}", "only one of targetRefs, targetRef or selector can be set")
+    if spec.get("selector") is not None or not set_kinds:
+        # Istio applies selector and namespace-wide RequestAuthentications to sidecars only, never to
+        # waypoints; pyambient runs no sidecars, so such a policy would protect nothing.
+        raise InvalidField(
+            "spec.selector" if spec.get("selector") is not None else "spec.targetRefs",
+            "waypoints apply only RequestAuthentications with targetRefs (a Gateway or a Service); "
+            "selector and namespace-wide policies apply to sidecars, which pyambient does not run",
+        )
+    raw_refs = spec.get("targetRefs") if spec.get("targetRefs") else [spec["targetRef"]]
+    if not isinstance(raw_refs, list):
+        raise InvalidField("spec.targetRefs", "must be a list")
+    field_name = "targetRefs" if spec.get("targetRefs") else "targetRef"
+    targets = tuple(
+        _request_authn_target(
+            ref,
+            namespace,
+            root_namespace,
+            f"spec.{field_name}[{i}]" if field_name == "targetRefs" else "spec.targetRef",
+        )
+        for i, ref in enumerate(raw_refs)
+    )
+    raw_rules = _object_list(spec.get("jwtRules"), "spec.jwtRules")
+    return RequestAuthentication(
+        namespace=namespace,
+        name=_meta(obj)["name"],
+        target_refs=targets,
+        jwt_rules=tuple(_parse_jwt_rule(r, f"spec.jwtRules[{i}]") for i, r in enumerate(raw_rules)),
+    )
+
+
 def _slice_ports(obj: KubeObject) -> tuple[NamedPort, ...]:
     out = []
     for i, raw in enumerate(obj.get("ports") or []):
@@ -438,8 +880,9 @@ def _endpoint_slice_workloads(
 def _report_unhandled_fields(obj: KubeObject, fail: Callable[[KubeObject, str, str], None]) -> bool:
     """Reports each field of `obj` the model does not implement; True when the object must not be used."""
     kind = str(obj.get("kind"))
-    if kind == "Gateway" and (obj.get("spec") or {}).get("gatewayClassName") != WAYPOINT_CLASS:
-        return False  # another controller's Gateway
+    spec = obj.get("spec")
+    if kind == "Gateway" and (spec.get("gatewayClassName") if isinstance(spec, Mapping) else None) != WAYPOINT_CLASS:
+        return False  # another controller's Gateway (or a malformed one, reported by the parse below)
     unhandled = unhandled_fields(obj)
     refused = kind in REFUSED_WHEN_INCOMPLETE
     for field in unhandled:
@@ -448,7 +891,12 @@ def _report_unhandled_fields(obj: KubeObject, fail: Callable[[KubeObject, str, s
     return refused and bool(unhandled)
 
 
-def mesh_from_objects(objects: Iterable[KubeObject], *, sources: Mapping[int, str] | None = None) -> Mesh:
+def mesh_from_objects(
+    objects: Iterable[KubeObject],
+    *,
+    sources: Mapping[int, str] | None = None,
+    root_namespace: str = ROOT_NAMESPACE,
+) -> Mesh:
     """Build the mesh from Kubernetes objects; `sources` maps id(obj) to the file it came from."""
     objs = list(objects)
     errors: list[ModelError] = []
@@ -480,6 +928,7 @@ def mesh_from_objects(objects: Iterable[KubeObject], *, sources: Mapping[int, st
     routes: list[HTTPRoute] = []
     policies: list[AuthorizationPolicy] = []
     peer_auths: list[PeerAuthentication] = []
+    request_authns: list[RequestAuthentication] = []
     slices: list[KubeObject] = []
     for obj in objs:
         kind = obj.get("kind")
@@ -511,6 +960,8 @@ def mesh_from_objects(objects: Iterable[KubeObject], *, sources: Mapping[int, st
                 policies.append(parse_authorization_policy(obj, namespace))
             elif kind == "PeerAuthentication":
                 peer_auths.append(parse_peer_authentication(obj, namespace))
+            elif kind == "RequestAuthentication":
+                request_authns.append(parse_request_authentication(obj, namespace, root_namespace))
         except (InvalidField, RouteRefused) as e:
             fail(obj, e.field, e.message)
         except (TypeError, AttributeError, KeyError) as e:
@@ -546,8 +997,10 @@ def mesh_from_objects(objects: Iterable[KubeObject], *, sources: Mapping[int, st
         routes=by_key(routes),
         policies=by_key(policies),
         peer_authentications=by_key(peer_auths),
+        request_authentications=by_key(request_authns),
         slice_endpoints={k: tuple(v) for k, v in sorted(slice_endpoints.items())},
         errors=tuple(errors),
+        root_namespace=root_namespace,
     )
 
 

@@ -1,0 +1,42 @@
+"""Fixtures for the hardening tests, and the h2spec table (ours next to Envoy's) in pytest's terminal summary."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.ztunnel.conftest import Backend, ZtunnelProc
+from tests.ztunnel.envoy import EnvoyProc
+
+H2SPEC_TABLES = pytest.StashKey[list[str]]()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    for table in config.stash.get(H2SPEC_TABLES, []):
+        terminalreporter.write_sep("=", "h2spec: ours next to Envoy's")
+        terminalreporter.write_line(table)
+
+
+@pytest.fixture
+def procs() -> Iterator[list[ZtunnelProc]]:
+    started: list[ZtunnelProc] = []
+    yield started
+    for p in started:
+        p.stop()
+
+
+@pytest.fixture
+def backends() -> Iterator[list[Backend]]:
+    started: list[Backend] = []
+    yield started
+    for b in started:
+        b.close()
+
+
+@pytest.fixture
+def envoys() -> Iterator[list[EnvoyProc]]:
+    started: list[EnvoyProc] = []
+    yield started
+    for e in started:
+        e.stop()
