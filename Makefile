@@ -43,7 +43,7 @@ kube-tools:
 node-tools: kube-tools
 	bash hack/install-node-tools.sh
 
-# The node's images (pause, base, pyambient, waypoint) as OCI archives, rebuilt only when an input changed.
+# The node's images (pause, base, pyambient, waypoint, app) as OCI archives, rebuilt only when an input changed.
 images: build system-deps
 	bash hack/build-images.sh
 

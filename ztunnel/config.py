@@ -439,12 +439,13 @@ def parse_proxy(c: _Ctx, v: Any, base: Path) -> ProxySettings:
     )
 
 
-def settings_from_flags(*, xds: str, node: str) -> LoadedConfig:
+def settings_from_flags(*, xds: str, node: str, inpod_socket: Path | None = None) -> LoadedConfig:
     """What a ztunnel started from its DaemonSet's arguments alone runs with (no --config file): xDS from
     --xds, the node name from the downward API (NODE_NAME), admin on loopback, metrics and readiness on every
     address (the kubelet probes the pod IP), the ports upstream ztunnel binds. No outbound or SOCKS5
-    listener and no certificates: traffic can only reach this ztunnel through in-pod capture, which is not
-    implemented yet, and without a certificate it must not speak HBONE under any identity."""
+    listener and no certificates: traffic reaches this ztunnel only through in-pod capture (`inpod_socket`,
+    Istio's INPOD_UDS: the node agent enrols pods there), and without a certificate (no CA client) it must not
+    speak HBONE under any identity."""
     return LoadedConfig(
         ProxySettings(
             node=node,
@@ -454,6 +455,7 @@ def settings_from_flags(*, xds: str, node: str) -> LoadedConfig:
             metrics=("0.0.0.0", 15020),
             readiness=("0.0.0.0", 15021),
             xds=xds,
+            inpod_socket=inpod_socket,
         ),
         ProxyState([], [], []),
     )

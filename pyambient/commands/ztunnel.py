@@ -20,6 +20,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="data-path implementation: the Cython core or its pure-Python twin",
     )
     p.add_argument("--log-level", default="info")
+    p.add_argument(
+        "--inpod-socket",
+        type=Path,
+        help="in-pod capture: serve the enrolment socket here (Istio's INPOD_UDS); only without --config",
+    )
     ca = p.add_argument_group(
         "identity from the CA (Istio's CA_ADDRESS / CA_ROOT_CA / XDS_ROOT_CA / token): no certificate files"
     )
@@ -49,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
         except ImportError:
             pass
         ca, xds_channel = _identity(args)
-        asyncio.run(run_ztunnel(args.config, args.xds, impl_name=args.core, ca=ca, xds_channel=xds_channel))
+        asyncio.run(run_ztunnel(args.config, args.xds, impl_name=args.core, ca=ca, xds_channel=xds_channel,
+                                inpod_socket=args.inpod_socket))
     except ConfigError as e:
         print(f"pyambient ztunnel: invalid config: {e}", file=sys.stderr)
         return 2

@@ -16,17 +16,29 @@ _SUBS = {
 }
 
 
+ZTUNNEL_ADMIN_PORT = 15000  # on the ztunnel pod's loopback: reached through the API server's port-forward
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     zc = subparsers.add_parser(
         "ztunnel-config",
         aliases=["zc"],
         help="Retrieve information about a ztunnel's configuration",
-        description="Views of a ztunnel's configuration from its admin /config_dump (address or file).",
+        description="Views of a ztunnel's configuration from its admin /config_dump (a ztunnel pod through the API "
+        "server's port-forward, an address, or a file).",
     )
     zc.set_defaults(func=lambda args: zc.print_help() or 0)
     subs = zc.add_subparsers(dest="zc_command", metavar="TYPE")
     for sub, aliases in _SUBS.items():
         p = subs.add_parser(sub, aliases=aliases, help=f"ztunnel {sub}")
+        p.add_argument(
+            "target",
+            nargs="?",
+            default="",
+            help="ztunnel pod (NAME[.NAMESPACE] or pod/NAME[.NAMESPACE]); default: a running ztunnel pod "
+            "(app=ztunnel) in istio-system, as istioctl picks one",
+        )
+        p.add_argument("--kubeconfig", default=None)
         p.add_argument("--address", default="", help="ztunnel admin address HOST:PORT (GET /config_dump)")
         p.add_argument("-f", "--file", default="", help="ztunnel config dump file ('-' for stdin)")
         p.add_argument("-o", "--output", default="short", help="short, json or yaml")
@@ -42,12 +54,16 @@ def run(args: argparse.Namespace) -> int:
     from pyambient.proxyconfig.dump import parse_json
 
     try:
-        if bool(args.address) == bool(args.file):
-            raise ProxyConfigError(f"{args.zc_sub} requires --address or --file")
+        if sum(map(bool, (args.address, args.file, args.target))) > 1:
+            raise ProxyConfigError(f"{args.zc_sub}: give one of a ztunnel pod, --address or --file")
         if args.file:
             raw = source.read_file(args.file)
-        else:
+        elif args.address:
             raw = source.admin_get(args.address, "/config_dump")
+        else:
+            from pyambient.proxyconfig import kube
+
+            raw = kube.ztunnel_admin_get(args.target, "/config_dump", ZTUNNEL_ADMIN_PORT, args.kubeconfig)
         dump = parse_json(raw, "ztunnel config dump")
         flt = ztunnelconfig.WorkloadFilter(args.workload_address, args.node, args.workload_namespace)
         sys.stdout.write(ztunnelconfig.render(dump, args.zc_sub, args.output, flt))

@@ -59,11 +59,43 @@ def resolve_pod(core: Any, apps: Any, kind: str, name: str, ns: str) -> str:
 
 
 def admin_get(target: str, path: str, port: int, kubeconfig: str | None, namespace: str | None) -> str:
-    from kubernetes.stream import portforward
-
     kind, name, ns = parse_target(target, namespace or "default")
     core, apps = _clients(kubeconfig)
     pod = resolve_pod(core, apps, kind, name, ns)
+    return _forwarded_get(core, pod, ns, path, port)
+
+
+ZTUNNEL_NAMESPACE = "istio-system"
+ZTUNNEL_SELECTOR = "app=ztunnel"
+
+
+def ztunnel_admin_get(target: str, path: str, port: int, kubeconfig: str | None) -> str:
+    """GET `path` from a ztunnel pod's admin port: the named pod (NAME[.NS], pod/NAME[.NS]; namespace istio-system
+    by default) or, without a name, the first running `app=ztunnel` pod in istio-system."""
+    from kubernetes.client.exceptions import ApiException
+
+    core, apps = _clients(kubeconfig)
+    if target:
+        kind, name, ns = parse_target(target, ZTUNNEL_NAMESPACE)
+        if kind != "pod":
+            raise ProxyConfigError(f"unknown ztunnel target {target!r}: expected a pod, NAME[.NS] or pod/NAME[.NS]")
+        pod = resolve_pod(core, apps, kind, name, ns)
+        return _forwarded_get(core, pod, ns, path, port)
+    try:
+        pods = core.list_namespaced_pod(ZTUNNEL_NAMESPACE, label_selector=ZTUNNEL_SELECTOR).items
+    except ApiException as exc:
+        raise ProxyConfigError(f"cannot list ztunnel pods in {ZTUNNEL_NAMESPACE}: {exc.reason}") from None
+    except Exception as exc:  # urllib3's connection errors: the API server is not reachable
+        raise ProxyConfigError(f"cannot reach the API server: {_first_line(exc)}") from None
+    running = sorted(p.metadata.name for p in pods if p.status and p.status.phase == "Running")
+    if not running:
+        raise ProxyConfigError(f"no running ztunnel pod ({ZTUNNEL_SELECTOR}) in {ZTUNNEL_NAMESPACE}")
+    return _forwarded_get(core, running[0], ZTUNNEL_NAMESPACE, path, port)
+
+
+def _forwarded_get(core: Any, pod: str, ns: str, path: str, port: int) -> str:
+    from kubernetes.stream import portforward
+
     where = f"pod/{pod}.{ns}"
     try:
         pf = portforward(core.connect_get_namespaced_pod_portforward, pod, ns, ports=str(port))

@@ -132,6 +132,12 @@ def test_bad_input(tmp_path: Path, sub: str, content: str, message: str) -> None
     assert result.err.count("\n") == 1 and message in result.err
 
 
-def test_requires_a_source() -> None:
-    result = run_cli("zc", "workloads")
-    assert result.code == 1 and "requires --address or --file" in result.err
+def test_takes_one_source() -> None:
+    result = run_cli("zc", "workloads", "--address", "127.0.0.1:15000", "-f", "dump.json")
+    assert result.code == 1 and "give one of a ztunnel pod, --address or --file" in result.err
+
+
+def test_without_address_or_file_it_asks_the_api_server_for_a_ztunnel_pod(tmp_path: Path) -> None:
+    """As istioctl: no source named means a ztunnel pod through the API server (here: an unusable kubeconfig)."""
+    result = run_cli("zc", "workloads", "--kubeconfig", str(tmp_path / "missing.kubeconfig"))
+    assert result.code == 1 and "cannot load kubeconfig" in result.err

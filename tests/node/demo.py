@@ -1,10 +1,13 @@
 """`make demo-cluster`: the demo's control-plane scenarios on a real single-node Kubernetes (node.py).
 
 What runs: a node in its own network namespace, deploy/ applied as a user applies it (controller Deployment,
-ztunnel DaemonSet), a waypoint Gateway programmed with its Envoy pod Ready, the Envoy's listeners read through
-the API server's port-forward, the Gateway deleted and its children collected. What does not run yet: ambient
-traffic through the ztunnels (in-pod capture and the ztunnel's certificates are later issues), so the
-traffic scenarios of `make demo` stay on the embedded mesh.
+ztunnel DaemonSet with its CA client and in-pod mode, the CNI node agent DaemonSet), a waypoint Gateway
+programmed with its Envoy pod Ready, the Envoy's listeners read through the API server's port-forward, the
+Gateway deleted and its children collected; then ambient traffic between real pods (examples/node/): the
+client's identity at the ztunnel and plaintext at the app, L4 authorization, round robin across two replicas,
+enrolment of a running pod by labelling its namespace, `pyambient ztunnel-config workloads` through the API
+server, the ztunnel pod's metrics, pods' traffic through the namespace waypoint (HTTPRoute 90/10, then 50/50
+applied live). Not on the node yet: hairpin, which `make demo` shows on the embedded mesh.
 """
 
 from __future__ import annotations
@@ -14,6 +17,17 @@ import sys
 import time
 
 from tests.kube.cluster import ROOT
+from tests.node.ambient import (
+    EXAMPLES,
+    NS,
+    apply_mesh,
+    fetch,
+    http_get,
+    pod_name,
+    rollout,
+    ztunnel_logs,
+    ztunnel_pod,
+)
 from tests.node.node import TestNode, now
 
 GATEWAY = """
@@ -30,6 +44,80 @@ def step(message: str) -> None:
     print(f"[{now()}] {message}", flush=True)
 
 
+def evidence(lines: list[str], limit: int = 2) -> None:
+    for line in lines[-limit:]:
+        print(f"    {line}", flush=True)
+
+
+def ambient(node: TestNode) -> None:
+    step("kubectl apply -f examples/node/ (namespace default labelled ambient; sleep, notsleep, helloworld-v1 x2, "
+         "httpbin v1/v2): the node agent hands each pod's netns to the ztunnel")
+    apply_mesh(node)
+    evidence([line for line in ztunnel_logs(node).splitlines() if "pod enrolled" in line], limit=6)
+    step("1 L4 mTLS: kubectl exec deploy/sleep -- fetch http://helloworld:5000/")
+    reply = fetch(node, NS, "sleep", "http://helloworld:5000/")
+    print(f"    {reply}", flush=True)
+    (server,) = reply["ok"]
+    evidence([line for line in ztunnel_logs(node).splitlines()
+              if "connection complete" in line and f'dst.workload="{server}"' in line], limit=1)
+    step(f"the app ({server}) read plaintext HTTP:")
+    evidence(node.kubectl("logs", "-n", NS, server).stdout.splitlines(), limit=1)
+    step("3 L4 authorization: kubectl apply -f examples/node/60-authz.yaml (only sa/sleep may call helloworld)")
+    node.kubectl("apply", "-f", str(EXAMPLES / "60-authz.yaml"))
+    refused = node.wait_for("notsleep refused", lambda: (r := fetch(node, NS, "notsleep",
+                            "http://helloworld:5000/"))["errors"] and r, timeout=120)
+    print(f"    notsleep: {refused}", flush=True)
+    print(f"    sleep:    {fetch(node, NS, 'sleep', 'http://helloworld:5000/', count=3)}", flush=True)
+    evidence([line for line in ztunnel_logs(node).splitlines() if "RBAC rejected" in line], limit=1)
+    node.kubectl("delete", "-f", str(EXAMPLES / "60-authz.yaml"))
+    node.wait_for("policy removed", lambda: not fetch(node, NS, "notsleep", "http://helloworld:5000/")["errors"],
+                  timeout=60)
+    step("2 round robin: 40 new connections from sleep to helloworld (2 replicas)")
+    print(f"    {fetch(node, NS, 'sleep', 'http://helloworld:5000/', count=40)}", flush=True)
+    step("8 enrolment: a Deployment in namespace `outside` (not labelled) is not captured")
+    node.kubectl("create", "namespace", "outside")
+    node.kubectl("create", "deployment", "web", "-n", "outside", "--image=ghcr.io/pyambient/app:0.1.0",
+                 "--", "hello-server", "8080")
+    node.kubectl("expose", "deployment", "web", "-n", "outside", "--port=80", "--target-port=8080")
+    rollout(node, "outside", "deployment", "web")
+    web = pod_name(node, "outside", "app=web")
+    print(f"    enrolled: {any(f'pod=outside/{web} ' in line for line in ztunnel_logs(node).splitlines())}",
+          flush=True)
+    step("kubectl label namespace outside istio.io/dataplane-mode=ambient: the running pod is enrolled, "
+         "not restarted")
+    node.kubectl("label", "namespace", "outside", "istio.io/dataplane-mode=ambient")
+    node.wait_for("web enrolled", lambda: any("pod enrolled" in line and f"pod=outside/{web} " in line
+                                              for line in ztunnel_logs(node).splitlines()), timeout=120)
+    evidence([line for line in ztunnel_logs(node).splitlines() if f"pod=outside/{web} " in line], limit=1)
+    print(f"    {fetch(node, NS, 'sleep', 'http://web.outside/')}", flush=True)
+    step("6 pyambient ztunnel-config workloads --workload-namespace default (admin port through the API server)")
+    workloads = subprocess.run(
+        [sys.executable, "-m", "pyambient", "ztunnel-config", "workloads", f"--kubeconfig={node.kubeconfig}",
+         "--workload-namespace", NS], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    print(workloads.stdout or workloads.stderr, flush=True)
+    step("7 metrics from the ztunnel pod's 15020 (istio_tcp_connections_opened_total, source sleep)")
+    pod_ip = node.get_json("pod", ztunnel_pod(node), "-n", "istio-system")["status"]["podIP"]
+    body = node.ns.in_node_netns(lambda: http_get(pod_ip, 15020, "/metrics"))
+    evidence([line for line in body.splitlines()
+              if line.startswith("istio_tcp_connections_opened_total{") and 'source_workload="sleep"' in line],
+             limit=1)
+    step("4 kubectl apply -f examples/node/40-waypoint.yaml -f examples/node/50-httproute.yaml "
+         "(namespace waypoint; httpbin 90/10 v1/v2)")
+    node.kubectl("apply", "-f", str(EXAMPLES / "40-waypoint.yaml"), "-f", str(EXAMPLES / "50-httproute.yaml"))
+    node.kubectl("wait", "--for=condition=Programmed", "gateway/waypoint", "-n", NS, "--timeout=240s", timeout=260)
+    rollout(node, NS, "deployment", "waypoint")
+    node.wait_for("the 90/10 split", lambda: sum(
+        n for body, n in fetch(node, NS, "sleep", "http://httpbin:8000/", count=20)["ok"].items()
+        if body.startswith("httpbin-v2-")) <= 8, timeout=180)
+    print(f"    200 requests: {fetch(node, NS, 'sleep', 'http://httpbin:8000/', count=200)}", flush=True)
+    evidence([line for line in ztunnel_logs(node).splitlines() if "type ToServerWaypoint" in line], limit=1)
+    step("kubectl apply: the HTTPRoute at 50/50, live")
+    node.kubectl("apply", "-f", "-", input=(EXAMPLES / "50-httproute.yaml").read_text()
+                 .replace("weight: 90", "weight: 50").replace("weight: 10", "weight: 50"))
+    time.sleep(3)
+    print(f"    200 requests: {fetch(node, NS, 'sleep', 'http://httpbin:8000/', count=200)}", flush=True)
+
+
 def main() -> int:
     started = time.monotonic()
     node = TestNode()
@@ -39,7 +127,7 @@ def main() -> int:
         node.start()
         step(f"node Ready in {node.timings['ready']:.1f}s")
         step("kubectl apply -f deploy/")
-        node.kubectl("apply", "-f", str(ROOT / "deploy"))
+        node.apply_deploy()
         for kind, name in (("deployment", "pyambient-controller"), ("daemonset", "ztunnel")):
             node.kubectl("rollout", "status", f"{kind}/{name}", "-n", "istio-system", "--timeout=300s", timeout=320)
             step(f"{kind}/{name} Ready")
@@ -63,8 +151,8 @@ def main() -> int:
         node.kubectl("wait", "--for=delete", "deployment/waypoint", "service/waypoint", "-n", "demo",
                      "--timeout=120s", timeout=140)
         step("children gone")
-        step("not run on the node yet: ambient traffic (in-pod capture, ztunnel certificates); "
-             "`make demo` runs those scenarios on the embedded mesh")
+        ambient(node)
+        step("not run on the node yet: hairpin through a workload waypoint; `make demo` shows it on the embedded mesh")
     finally:
         step("stopping the node and restoring the host")
         node.stop()

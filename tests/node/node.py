@@ -56,6 +56,7 @@ NODE_IP = "10.244.0.1"
 POD_CIDR = "10.244.0.0/24"
 SERVICE_CIDR = "10.96.0.0/16"
 CLUSTER_DNS = NODE_IP
+PROBE_SNAT_ADDRESS = "169.254.7.127/32"
 BRIDGE = "cni0"
 APISERVER_PORT = 6443
 RUN_DIR = Path("/tmp/pyambient-node")
@@ -70,6 +71,20 @@ KUBELET_SYSCTLS = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops
 # Paths outside our directories that containerd, the kubelet or CNI create on first use.
 FOREIGN_PATHS = ("/var/log/containers", "/var/log/pods", "/var/lib/cni", "/run/containerd", "/opt/containerd")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+# The node's CNI directories (a node's /etc/cni/net.d and /opt/cni/bin): ours, so a CNI node agent installing a
+# plugin (pyambient cni-agent, through hostPaths) writes here and never into the machine's /usr/lib/cni.
+CNI_CONF_DIR = RUN_DIR / "cni"
+CNI_BIN_DIR = RUN_DIR / "cni-bin"
+HOST_CNI_PLUGINS = "/usr/lib/cni"  # Debian's containernetworking-plugins
+DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy"
+# deploy/'s hostPaths as this node has them (a user of a distribution with other CNI directories edits the same
+# lines): every path stays under RUN_DIR, so nothing of the machine's /etc, /opt or /var/run is written.
+NODE_HOST_PATHS = {
+    "/etc/cni/net.d": str(CNI_CONF_DIR),
+    "/opt/cni/bin": str(CNI_BIN_DIR),
+    "/var/run/pyambient": str(RUN_DIR / "pyambient"),
+    "/var/run/ztunnel": str(RUN_DIR / "ztunnel"),
+}
 _active = False  # a node of this process is between start() and stop()
 
 
@@ -156,8 +171,9 @@ class TestNode:
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         self.clean_leftovers()
         RUN_DIR.mkdir(parents=True)
-        for d in (self.logs, RUN_DIR / "pids", RUN_DIR / "cni", RUN_DIR / "cni-ipam", CONTAINERD_ROOT):
+        for d in (self.logs, RUN_DIR / "pids", RUN_DIR / "cni", CNI_BIN_DIR, RUN_DIR / "cni-ipam", CONTAINERD_ROOT):
             d.mkdir(parents=True, exist_ok=True)
+        self._link_cni_plugins()
         self._save_host_state()
         self._make_netns()
         self._write_pki()
@@ -180,6 +196,11 @@ class TestNode:
 
     def stop(self) -> None:
         global _active
+        if self._lock_fd is None:
+            # This instance never took the lock (its start() refused or failed before): the node running now, if
+            # any, is someone else's, and cleaning up would destroy it.
+            self.ns.close()
+            return
         try:
             self.clean_leftovers()
         finally:
@@ -318,6 +339,13 @@ class TestNode:
         # Nothing from a pod leaves the node's namespace even if a route appeared.
         run(node("iptables", "-w", "-I", "FORWARD", "-s", POD_CIDR, "!", "-o", BRIDGE, "-j", "DROP"))
 
+    def _link_cni_plugins(self) -> None:
+        """The machine's CNI plugins (bridge, host-local, portmap, ...) by symlink in our bin dir."""
+        for plugin in sorted(Path(self.ns.root + HOST_CNI_PLUGINS).iterdir()):
+            link = CNI_BIN_DIR / plugin.name
+            if not link.exists():
+                link.symlink_to(f"{HOST_CNI_PLUGINS}/{plugin.name}")
+
     # -- PKI and configuration ---------------------------------------------------------------------
 
     def _write_pki(self) -> None:
@@ -400,8 +428,8 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
   [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "{RUN_DIR / 'cni'}"
+    bin_dir = "{CNI_BIN_DIR}"
+    conf_dir = "{CNI_CONF_DIR}"
 """)
         conflist = {
             "cniVersion": "0.4.0",
@@ -413,14 +441,16 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
                         "type": "host-local",
                         "dataDir": str(RUN_DIR / "cni-ipam"),
                         "ranges": [[{"subnet": POD_CIDR, "gateway": NODE_IP}]],
-                        # The Service range only: pods get no default route.
-                        "routes": [{"dst": SERVICE_CIDR}],
+                        # The Service range only: pods get no default route. And the address in-pod capture
+                        # SNATs the kubelet's probes to (pyambient cni-agent, as Istio's 169.254.7.127): a real
+                        # node's pods reach it by their default route.
+                        "routes": [{"dst": SERVICE_CIDR}, {"dst": PROBE_SNAT_ADDRESS}],
                     },
                 },
                 {"type": "portmap", "capabilities": {"portMappings": True}},
             ],
         }
-        _write_if_changed(RUN_DIR / "cni" / "10-pyambient.conflist", json.dumps(conflist, indent=2))
+        _write_if_changed(CNI_CONF_DIR / "10-pyambient.conflist", json.dumps(conflist, indent=2))
         kubelet_config = {
             "apiVersion": "kubelet.config.k8s.io/v1beta1",
             "kind": "KubeletConfiguration",
@@ -635,6 +665,20 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
                        for crd in self.get_json("crd")["items"])
 
         self.wait_for("CRDs Established", established, timeout=60, interval=0.2)
+
+    # -- deploy/ -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def deploy_manifests() -> str:
+        """deploy/*.yaml, in order, with the node's hostPaths (NODE_HOST_PATHS) in place of a node's usual ones."""
+        text = "\n---\n".join(p.read_text() for p in sorted(DEPLOY_DIR.glob("*.yaml")))
+        for usual, ours in NODE_HOST_PATHS.items():
+            text = text.replace(usual, ours)
+        return text
+
+    def apply_deploy(self) -> None:
+        """`kubectl apply` of deploy/ as a user applies it on this node (deploy_manifests)."""
+        self.kubectl("apply", "-f", "-", input=self.deploy_manifests())
 
     # -- kubectl -----------------------------------------------------------------------------------
 

@@ -15,7 +15,6 @@ from tests.node.node import NODE_NAME, TestNode
 
 pytestmark = pytest.mark.node
 
-DEPLOY = ROOT / "deploy"
 # The pyambient image has python3 with the full stdlib: a web server and a client without any other image.
 WEB_IMAGE = "ghcr.io/pyambient/pyambient:0.1.0"
 
@@ -110,14 +109,15 @@ def _rollout(node: TestNode, kind: str, name: str) -> None:
 
 @pytest.fixture(scope="module")
 def deployed(test_node: TestNode) -> TestNode:
-    test_node.kubectl("apply", "-f", str(DEPLOY))
+    test_node.apply_deploy()
     _rollout(test_node, "deployment", "pyambient-controller")
     _rollout(test_node, "daemonset", "ztunnel")
+    _rollout(test_node, "daemonset", "pyambient-cni-node")
     return test_node
 
 
 def test_deploy_brings_up_the_controller_and_the_ztunnel_daemonset(deployed: TestNode) -> None:
-    for selector in ("app=pyambient-controller", "app=ztunnel"):
+    for selector in ("app=pyambient-controller", "app=ztunnel", "app=pyambient-cni-node"):
         pods = _ready_pods(deployed, "istio-system", selector)
         assert len(pods) == 1, selector
         assert pods[0]["spec"]["nodeName"] == NODE_NAME
@@ -125,9 +125,9 @@ def test_deploy_brings_up_the_controller_and_the_ztunnel_daemonset(deployed: Tes
     assert "forbidden" not in controller_logs.lower(), controller_logs  # deploy/'s RBAC covers every watch
     ztunnel = _ready_pods(deployed, "istio-system", "app=ztunnel")[0]["metadata"]["name"]
     logs = deployed.kubectl("logs", "-n", "istio-system", ztunnel).stdout
-    # From the manifest's arguments alone: the node name from the downward API, no certificate, no HBONE.
+    # From the manifest's arguments alone: the node name from the downward API, certificates from the CA client.
     assert f"ztunnel ready node={NODE_NAME}" in logs, logs
-    assert "HBONE is refused until this ztunnel has an identity" in logs, logs
+    assert "HBONE is refused until this ztunnel has an identity" not in logs, logs
 
 
 def _gateway(namespace: str) -> str:

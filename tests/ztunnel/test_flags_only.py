@@ -44,3 +44,22 @@ def test_a_config_file_without_certificates_is_still_refused() -> None:
     loaded = settings_from_flags(xds="127.0.0.1:15010", node="node-a")
     with pytest.raises(ConfigError, match="rootCert and certificates are required"):
         Ztunnel(loaded, config_path=Path("/nonexistent.yaml"), impl=_core)
+
+
+def test_the_inpod_socket_flag_turns_on_in_pod_mode_and_nothing_is_served_outside_enrolled_pods(
+    tmp_path: Path,
+) -> None:
+    """The DaemonSet's --inpod-socket: the ztunnel serves only pods the node agent enrols, in their own netns;
+    the node's other local workloads (hostNetwork, opted out) get no listener here and no certificate fetched."""
+    import ipaddress
+
+    from ztunnel.state import ProxyState, Workload
+
+    loaded = settings_from_flags(xds="127.0.0.1:15010", node="node-a", inpod_socket=tmp_path / "ztunnel.sock")
+    assert loaded.proxy.inpod_socket == tmp_path / "ztunnel.sock"
+    zt = Ztunnel(loaded, impl=_core)
+    local = Workload("u1", "web", "default", (ipaddress.ip_address("10.244.0.5"),), service_account="web",
+                     node="node-a")
+    zt.state = ProxyState([local], [], [])
+    assert zt.local_workloads() == [local]
+    assert zt.served_workloads() == []  # nothing enrolled yet

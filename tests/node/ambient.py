@@ -1,0 +1,78 @@
+"""The ambient scenarios' shared steps on the test node (test_node_ambient.py, demo.py): the seeds' objects as
+Kubernetes manifests (examples/node/), and what a user runs to look (kubectl exec `fetch`, kubectl logs)."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from typing import Any
+
+from tests.kube.cluster import ROOT
+from tests.node.node import TestNode
+
+EXAMPLES = ROOT / "examples" / "node"
+NS = "default"
+TRUST_DOMAIN = "cluster.local"
+
+
+def ready_pods(node: TestNode, namespace: str, selector: str) -> list[dict[str, Any]]:
+    pods = node.get_json("pods", "-n", namespace, "-l", selector)["items"]
+    return [p for p in pods if p["metadata"].get("deletionTimestamp") is None and any(
+        c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions") or ())]
+
+
+def pod_name(node: TestNode, namespace: str, selector: str) -> str:
+    return str(node.wait_for(f"a Ready pod {selector} in {namespace}",
+                             lambda: ready_pods(node, namespace, selector), timeout=240)[0]["metadata"]["name"])
+
+
+def rollout(node: TestNode, namespace: str, kind: str, name: str) -> None:
+    node.kubectl("rollout", "status", f"{kind}/{name}", "-n", namespace, "--timeout=240s", timeout=260)
+
+
+def fetch(node: TestNode, namespace: str, client: str, url: str, count: int = 1) -> dict[str, dict[str, int]]:
+    """`fetch URL --count N` in the client pod: {"ok": {body: n}, "errors": {error: n}}."""
+    result = node.kubectl("exec", "-n", namespace, f"deploy/{client}", "--", "fetch", url, "--count", str(count),
+                          "--timeout", "10", check=False, timeout=60 + 12 * count)
+    if not result.stdout.strip():
+        raise AssertionError(f"fetch in {client} printed nothing: {result.stderr}")
+    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def ztunnel_pod(node: TestNode) -> str:
+    return pod_name(node, "istio-system", "app=ztunnel")
+
+
+def ztunnel_logs(node: TestNode) -> str:
+    return node.kubectl("logs", "-n", "istio-system", ztunnel_pod(node)).stdout
+
+
+def enrolled(node: TestNode, pod: str, namespace: str = NS) -> bool:
+    return any("pod enrolled" in line and f"pod={namespace}/{pod} " in line for line in ztunnel_logs(node).splitlines())
+
+
+def apply_mesh(node: TestNode) -> None:
+    """deploy/ and the L4 part of the seeds (namespace, clients, helloworld ×2, httpbin v1/v2), every pod enrolled."""
+    node.apply_deploy()
+    rollout(node, "istio-system", "deployment", "pyambient-controller")
+    rollout(node, "istio-system", "daemonset", "ztunnel")
+    # deploy/ keeps no CA state (the controller has no --ca-dir volume): a controller pod that was replaced (as
+    # test_node.py's restart test does) signs with a new root, and a ztunnel started before it trusts the old
+    # one. Restarting the ztunnels makes them read the root the ConfigMap now carries.
+    node.kubectl("rollout", "restart", "daemonset/ztunnel", "-n", "istio-system")
+    rollout(node, "istio-system", "daemonset", "ztunnel")
+    rollout(node, "istio-system", "daemonset", "pyambient-cni-node")
+    for name in ("00-namespace.yaml", "10-clients.yaml", "20-helloworld.yaml", "30-httpbin.yaml"):
+        node.kubectl("apply", "-f", str(EXAMPLES / name))
+    for deployment in ("sleep", "notsleep", "helloworld-v1", "httpbin-v1", "httpbin-v2"):
+        rollout(node, NS, "deployment", deployment)
+    for selector in ("app=sleep", "app=notsleep", "app=helloworld"):
+        for pod in ready_pods(node, NS, selector):
+            node.wait_for(f"{pod['metadata']['name']} enrolled", lambda p=pod: enrolled(node, p["metadata"]["name"]),
+                          timeout=120)
+
+
+def http_get(host: str, port: int, path: str) -> str:
+    """A GET from the calling thread's netns (the test reaches pods from inside the node's: in_node_netns)."""
+    with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=10) as response:
+        return str(response.read().decode())
