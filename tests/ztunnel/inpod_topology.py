@@ -22,13 +22,20 @@ class Node:
     def __init__(self, tag: str, pods: dict[str, str], prefix: str = PREFIX) -> None:
         self.tag = f"{tag}{os.getpid() % 100000}"
         self.host = NetNS(f"ip-host-{self.tag}")
+        self.pods: dict[str, NetNS] = {}
+        try:
+            self._build(pods, prefix)
+        except BaseException:
+            self.delete()  # a half-built topology leaves no namespaces behind
+            raise
+
+    def _build(self, pods: dict[str, str], prefix: str) -> None:
         self.host.ex("ip", "link", "add", "br0", "type", "bridge")
         self.host.ex("ip", "link", "set", "br0", "up")
         for addr in (f"{prefix}.1/24", f"{prefix}.2/24", f"{PROBE_SOURCE}/32"):
             self.host.ex("ip", "addr", "add", addr, "dev", "br0")
-        self.pods: dict[str, NetNS] = {}
         for i, (name, ip) in enumerate(pods.items()):
-            ns = NetNS(f"ip-{name}-{self.tag}")
+            ns = self.pods[name] = NetNS(f"ip-{name}-{self.tag}")
             host_end, pod_end = f"vh{i}{self.tag}"[:15], f"vp{i}{self.tag}"[:15]
             sh("ip", "link", "add", host_end, "netns", self.host.name, "type", "veth", "peer", "name", pod_end,
                "netns", ns.name)  # fmt: skip
@@ -37,7 +44,6 @@ class Node:
             ns.ex("ip", "addr", "add", f"{ip}/24", "dev", "eth0")
             ns.ex("ip", "link", "set", "eth0", "up")
             ns.ex("ip", "route", "add", "default", "via", f"{prefix}.1")
-            self.pods[name] = ns
 
     def netns_path(self, pod: str) -> str:
         return f"/var/run/netns/{self.pods[pod].name}"
