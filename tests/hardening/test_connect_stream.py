@@ -171,6 +171,22 @@ def test_a_connect_stream_window_above_2_31_minus_1_is_a_flow_control_stream_err
         c.close()
 
 
+def test_a_second_headers_without_end_stream_on_a_connect_stream_is_a_protocol_error(node: Node) -> None:
+    """http2/8.1/1: after the request's HEADERS, another HEADERS (trailers) without END_STREAM makes the message
+    malformed → RST_STREAM or GOAWAY PROTOCOL_ERROR, never another answer on that stream."""
+    c = node.client()
+    try:
+        c.connect(1, node.backend)
+        _accepted(c, 1)
+        c.send_frame(HeadersFrame(1, c.encoder.encode([("x-trailer", "1")]), flags={"END_HEADERS"}))
+        frames = c.until(RstStreamFrame, sid=1)
+        codes = [f.error_code for f in frames if isinstance(f, RstStreamFrame | GoAwayFrame)]
+        assert codes and codes[-1] == PROTOCOL_ERROR, frames
+        assert not any(isinstance(f, HeadersFrame) for f in frames), frames
+    finally:
+        c.close()
+
+
 def test_connect_streams_beyond_the_advertised_limit_are_refused(node: Node) -> None:
     """http2/5.1.2/1: one CONNECT more than SETTINGS_MAX_CONCURRENT_STREAMS, sent in one burst while all are
     open → that stream is refused (REFUSED_STREAM or PROTOCOL_ERROR) and the others are served."""
