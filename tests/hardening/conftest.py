@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.ztunnel.conftest import Backend, ZtunnelProc
+from tests.ztunnel.conftest import backends, procs  # noqa: F401  (the ztunnel tests' fixtures, shared)
 from tests.ztunnel.envoy import EnvoyProc
 
 H2SPEC_TABLES = pytest.StashKey[list[str]]()
@@ -16,22 +16,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     for table in config.stash.get(H2SPEC_TABLES, []):
         terminalreporter.write_sep("=", "h2spec: ours next to Envoy's")
         terminalreporter.write_line(table)
-
-
-@pytest.fixture
-def procs() -> Iterator[list[ZtunnelProc]]:
-    started: list[ZtunnelProc] = []
-    yield started
-    for p in started:
-        p.stop()
-
-
-@pytest.fixture
-def backends() -> Iterator[list[Backend]]:
-    started: list[Backend] = []
-    yield started
-    for b in started:
-        b.close()
 
 
 @pytest.fixture
