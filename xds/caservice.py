@@ -59,10 +59,11 @@ def create_certificate(
         return decision
     assert isinstance(decision, Granted)
     try:
-        leaf = ca.sign_csr(csr, decision.identity, ttl)
+        chain = ca.sign_csr_with_chain(csr, decision.identity, ttl)
     except ValueError as exc:
         return Refusal("INVALID_ARGUMENT", f"cannot sign CSR from {caller}: {exc}")
-    return IstioCertificateResponse(cert_chain=[leaf.decode(), ca.root_pem.decode()])
+    # istiod's order: the leaf, then its CA's cert-chain.pem (a plug-in CA's intermediates), then the root.
+    return IstioCertificateResponse(cert_chain=[pem.decode() for pem in chain])
 
 
 def _node_of_pod(mesh: Mesh, caller: Caller) -> str:

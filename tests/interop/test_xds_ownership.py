@@ -98,7 +98,7 @@ def test_no_private_key_in_any_xds_response(control: ControlPlaneThread, kind: s
     assert error is None, error
     assert raw, "the node got its config"
     wire = b"".join(raw)
-    root_key = control.control_plane.ca._root_key.private_bytes(
+    root_key = control.control_plane.ca._signing_key.private_bytes(
         serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     assert b"PRIVATE KEY" not in wire
