@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -39,7 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="host:port of istiod's secure port (TLS: ADS + CA, callers authenticated with "
                              "TokenReview); off if empty")
     parser.add_argument("--ca-dir", type=Path,
-                        help="keep the CA root here (root.crt/root.key) so restarts keep identities valid")
+                        help="keep the CA root in this directory (root.crt/root.key) instead of the Secrets "
+                             "istiod uses (cacerts, istio-ca-secret in --namespace)")
+    parser.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE") or "istio-system",
+                        help="the controller's own namespace, where the CA Secrets live (as istiod: "
+                             "$POD_NAMESPACE, else istio-system)")
     parser.add_argument(
         "--waypoint-xds-address",
         help="secure xDS address (15012) the waypoint agents relay Envoy's ADS to, as pods reach it "
@@ -63,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
 async def _serve(args: argparse.Namespace, settings: ControllerSettings) -> int:
     # Imported here so `pyambient --help` does not load grpc and the kubernetes client.
     from waypoint.controller import WaypointController
-    from waypoint.kube.api import KubeApi, api_client_from_kubeconfig
+    from waypoint.kube.api import ApiError, ApiUnavailable, KubeApi, api_client_from_kubeconfig
+    from waypoint.kube.casecret import CaSecretError, load_or_create_ca
     from waypoint.kube.tokenreview import TokenReviewAuthenticator
     from waypoint.policystatus import PolicyStatusWriter
     from xds.ca import CertificateAuthority
@@ -71,7 +77,17 @@ async def _serve(args: argparse.Namespace, settings: ControllerSettings) -> int:
     from xds.mesh.objects import mesh_from_objects
 
     api = KubeApi(api_client_from_kubeconfig(args.kubeconfig))
-    control_plane = ControlPlane(ca=CertificateAuthority.load_or_create(args.ca_dir) if args.ca_dir else None)
+    if args.ca_dir:
+        ca = CertificateAuthority.load_or_create(args.ca_dir)
+    else:
+        try:
+            ca, _ = await asyncio.to_thread(load_or_create_ca, api, args.namespace)
+        except (CaSecretError, ApiError, ApiUnavailable) as exc:
+            # Never a fresh root instead: workloads trust the one the Secret holds.
+            log.error("cannot start: no usable mesh CA in namespace %s: %s", args.namespace, exc)
+            api.close()
+            return 1
+    control_plane = ControlPlane(ca=ca)
     port = await control_plane.start(
         args.xds_address or None,
         secure_address=args.secure_address or None,

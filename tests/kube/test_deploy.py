@@ -84,6 +84,8 @@ def test_controller_command_runs_with_the_deploy_rbac_only(kube_cluster: KubeClu
         eventually(lambda: kube_cluster.get_json("configmap", "istio-ca-root-cert", "-n", namespace),
                    what="the root published with the deploy RBAC", timeout=30)
         assert "Forbidden" not in log_path.read_text() and "forbidden" not in log_path.read_text()
+        # The CA is istio-system's istio-ca-secret (read, or created on the first start) under the deploy Role.
+        assert kube_cluster.get_json("secret", "istio-ca-secret", "-n", "istio-system") is not None
     finally:
         process.send_signal(signal.SIGTERM)
         try:

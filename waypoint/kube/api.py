@@ -63,6 +63,7 @@ AUTHORIZATION_POLICIES = Resource(
     "AuthorizationPolicy", "security.istio.io/v1", "authorizationpolicies", True
 )
 CONFIG_MAPS = Resource("ConfigMap", "v1", "configmaps", True)
+SECRETS = Resource("Secret", "v1", "secrets", True)  # only the CA's two, read by name (waypoint.kube.casecret)
 TOKEN_REVIEWS = Resource("TokenReview", "authentication.k8s.io/v1", "tokenreviews", False)
 PEER_AUTHENTICATIONS = Resource("PeerAuthentication", "security.istio.io/v1", "peerauthentications", True)
 REQUEST_AUTHENTICATIONS = Resource(
