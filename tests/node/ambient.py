@@ -55,11 +55,8 @@ def apply_mesh(node: TestNode) -> None:
     """deploy/ and the L4 part of the seeds (namespace, clients, helloworld ×2, httpbin v1/v2), every pod enrolled."""
     node.apply_deploy()
     rollout(node, "istio-system", "deployment", "pyambient-controller")
-    rollout(node, "istio-system", "daemonset", "ztunnel")
-    # deploy/ keeps no CA state (the controller has no --ca-dir volume): a controller pod that was replaced (as
-    # test_node.py's restart test does) signs with a new root, and a ztunnel started before it trusts the old
-    # one. Restarting the ztunnels makes them read the root the ConfigMap now carries.
-    node.kubectl("rollout", "restart", "daemonset/ztunnel", "-n", "istio-system")
+    # No ztunnel restart even if the controller pod was replaced before (test_node.py's restart test): the CA is
+    # Secret istio-system/istio-ca-secret, so the new controller signs under the root the ztunnels trust.
     rollout(node, "istio-system", "daemonset", "ztunnel")
     rollout(node, "istio-system", "daemonset", "pyambient-cni-node")
     for name in ("00-namespace.yaml", "10-clients.yaml", "20-helloworld.yaml", "30-httpbin.yaml"):
