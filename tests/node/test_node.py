@@ -192,9 +192,11 @@ def test_a_killed_controller_pod_is_recreated_and_converges(deployed: TestNode) 
     new = node.wait_for("a new controller pod Ready", lambda: [
         p for p in _ready_pods(node, "istio-system", "app=pyambient-controller") if p["metadata"]["name"] != old])
     assert new[0]["metadata"]["name"] != old
-    # It took the CA the first one created (Secret istio-system/istio-ca-secret), not a new root.
-    logs = node.kubectl("logs", "-n", "istio-system", new[0]["metadata"]["name"]).stdout
-    assert "using the self-signed root of Secret istio-system/istio-ca-secret" in logs, logs
+    # It took the CA the first one created (Secret istio-system/istio-ca-secret), not a new root. (Ready is not
+    # yet started: the Deployment has no readiness probe, so the line is waited for.)
+    node.wait_for("the new controller loads the CA from istio-ca-secret", lambda: (
+        "using the self-signed root of Secret istio-system/istio-ca-secret"
+        in node.kubectl("logs", "-n", "istio-system", new[0]["metadata"]["name"]).stdout), timeout=120)
     # The new controller converges: a Gateway created after the restart is Programmed.
     node.kubectl("create", "namespace", "after")
     node.kubectl("apply", "-f", "-", input=_gateway("after"))

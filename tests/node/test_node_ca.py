@@ -106,8 +106,10 @@ def test_a_replaced_controller_signs_under_the_same_root_and_new_pods_connect_wi
     new = node.wait_for("a new controller pod Ready", lambda: [
         p["metadata"]["name"] for p in ready_pods(node, "istio-system", "app=pyambient-controller")
         if p["metadata"]["name"] != old], timeout=240)[0]
-    controller_log = node.kubectl("logs", "-n", "istio-system", new).stdout
-    assert "using the self-signed root of Secret istio-system/istio-ca-secret" in controller_log, controller_log
+    # The Deployment has no readiness probe (Ready = started): the line is waited for.
+    node.wait_for("the new controller loads the CA from istio-ca-secret", lambda: (
+        "using the self-signed root of Secret istio-system/istio-ca-secret"
+        in node.kubectl("logs", "-n", "istio-system", new).stdout), timeout=120)
 
     # Identities that exist only after the replacement: the ztunnel learns of the pods over xDS from the new
     # controller (TLS verified against the root it started with) and has their certificates signed by it.
