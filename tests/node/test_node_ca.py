@@ -129,8 +129,8 @@ def test_a_replaced_controller_signs_under_the_same_root_and_new_pods_connect_wi
         assert any("connection complete" in line and f'src.identity="spiffe://{TRUST_DOMAIN}/ns/{LATE}/sa/late-client"'
                    in line for line in logs.splitlines()), logs[-3000:]
         # Established identities keep working too: a new connection between the seeds' pods.
-        seeds = fetch(node, NS, "sleep", "http://helloworld:5000/")
-        assert seeds["ok"] and not seeds["errors"], seeds
+        node.wait_for("sleep still reaches helloworld", lambda: (r := fetch(
+            node, NS, "sleep", "http://helloworld:5000/"))["ok"] and not r["errors"], timeout=60)
     finally:
         node.kubectl("delete", "namespace", LATE, "--wait=false", check=False)
 
