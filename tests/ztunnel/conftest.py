@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from pyambient.runtime.processes import stop_process
+from tests.ztunnel.envoy import EnvoyProc
 from xds.ca import CertificateAuthority
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -274,3 +275,11 @@ def backends() -> Iterator[list[Backend]]:
     yield started
     for b in started:
         b.close()
+
+
+@pytest.fixture
+def envoys() -> Iterator[list[EnvoyProc]]:
+    started: list[EnvoyProc] = []
+    yield started
+    for e in started:
+        e.stop()
