@@ -686,7 +686,10 @@ class Ztunnel:
                 state,
                 source,
                 dst,
-                local_node=self.settings.node,
+                # In-pod mode has no node-local fast path (upstream removed it after 1.21): every HBONE hop is a
+                # real TCP+TLS connection to the destination pod's 15008, even on this node. The node-level mode
+                # (loopback mesh, the ≤1.21 design) keeps it.
+                local_node=self.settings.node if self.inpod is None else "",
                 listener_addrs=self._listener_addrs,
                 hbone_port=self.settings.hbone_port,
             )

@@ -76,3 +76,9 @@ def http_get(host: str, port: int, path: str) -> str:
     """A GET from the calling thread's netns (the test reaches pods from inside the node's: in_node_netns)."""
     with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=10) as response:
         return str(response.read().decode())
+
+
+def ztunnel_metrics(node: TestNode) -> str:
+    """The ztunnel pod's 15020 /metrics, read from inside the node."""
+    pod_ip = node.get_json("pod", ztunnel_pod(node), "-n", "istio-system")["status"]["podIP"]
+    return str(node.ns.in_node_netns(lambda: http_get(pod_ip, 15020, "/metrics")))

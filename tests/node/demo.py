@@ -7,11 +7,12 @@ Gateway deleted and its children collected; then ambient traffic between real po
 client's identity at the ztunnel and plaintext at the app, L4 authorization, round robin across two replicas,
 enrolment of a running pod by labelling its namespace, `pyambient ztunnel-config workloads` through the API
 server, the ztunnel pod's metrics, pods' traffic through the namespace waypoint (HTTPRoute 90/10, then 50/50
-applied live). Not on the node yet: hairpin, which `make demo` shows on the embedded mesh.
+applied live), and the hairpin: a pod IP with a workload waypoint dialled directly goes through that waypoint.
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -22,11 +23,10 @@ from tests.node.ambient import (
     NS,
     apply_mesh,
     fetch,
-    http_get,
     pod_name,
     rollout,
     ztunnel_logs,
-    ztunnel_pod,
+    ztunnel_metrics,
 )
 from tests.node.node import TestNode, now
 
@@ -49,6 +49,15 @@ def evidence(lines: list[str], limit: int = 2) -> None:
         print(f"    {line}", flush=True)
 
 
+def metric(line: str, *labels: str) -> str:
+    """A Prometheus sample shortened to its name, the named labels and its value (the full label set is ~30)."""
+    name, _, rest = line.partition("{")
+    body, _, value = rest.rpartition("}")
+    pairs = dict(re.findall(r'(\w+)="([^"]*)"', body))
+    shown = ", ".join(f"{k}={pairs.get(k, '')!r}" for k in labels)
+    return f"{name}{{{shown}, ...}} {value.strip()}"
+
+
 def ambient(node: TestNode) -> None:
     step("kubectl apply -f examples/node/ (namespace default labelled ambient; sleep, notsleep, helloworld-v1 x2, "
          "httpbin v1/v2): the node agent hands each pod's netns to the ztunnel")
@@ -58,8 +67,13 @@ def ambient(node: TestNode) -> None:
     reply = fetch(node, NS, "sleep", "http://helloworld:5000/")
     print(f"    {reply}", flush=True)
     (server,) = reply["ok"]
-    evidence([line for line in ztunnel_logs(node).splitlines()
-              if "connection complete" in line and f'dst.workload="{server}"' in line], limit=1)
+    server_ip = node.get_json("pod", server, "-n", NS)["status"]["podIP"]
+    step(f"HBONE from sleep's netns to {server}'s 15008 (no same-node shortcut in in-pod mode), the client's "
+         "identity at the destination:")
+    logs = ztunnel_logs(node).splitlines()
+    evidence([line for line in logs if f"via {server_ip}:15008 type Direct" in line], limit=1)
+    evidence([line for line in logs if "connection complete" in line and 'direction="inbound"' in line
+              and f'dst.workload="{server}"' in line], limit=1)
     step(f"the app ({server}) read plaintext HTTP:")
     evidence(node.kubectl("logs", "-n", NS, server).stdout.splitlines(), limit=1)
     step("3 L4 authorization: kubectl apply -f examples/node/60-authz.yaml (only sa/sleep may call helloworld)")
@@ -96,9 +110,8 @@ def ambient(node: TestNode) -> None:
          "--workload-namespace", NS], capture_output=True, text=True, timeout=120, cwd=ROOT)
     print(workloads.stdout or workloads.stderr, flush=True)
     step("7 metrics from the ztunnel pod's 15020 (istio_tcp_connections_opened_total, source sleep)")
-    pod_ip = node.get_json("pod", ztunnel_pod(node), "-n", "istio-system")["status"]["podIP"]
-    body = node.ns.in_node_netns(lambda: http_get(pod_ip, 15020, "/metrics"))
-    evidence([line for line in body.splitlines()
+    evidence([metric(line, "reporter", "source_principal", "destination_workload", "connection_security_policy")
+              for line in ztunnel_metrics(node).splitlines()
               if line.startswith("istio_tcp_connections_opened_total{") and 'source_workload="sleep"' in line],
              limit=1)
     step("4 kubectl apply -f examples/node/40-waypoint.yaml -f examples/node/50-httproute.yaml "
@@ -116,6 +129,26 @@ def ambient(node: TestNode) -> None:
                  .replace("weight: 90", "weight: 50").replace("weight: 10", "weight: 50"))
     time.sleep(3)
     print(f"    200 requests: {fetch(node, NS, 'sleep', 'http://httpbin:8000/', count=200)}", flush=True)
+    step("5 hairpin: kubectl apply -f examples/node/70-workload-waypoint.yaml (a waypoint for workloads, pod "
+         "ratings using it, the waypoint denying GET /admin); sleep dials the ratings pod IP directly")
+    node.kubectl("apply", "-f", str(EXAMPLES / "70-workload-waypoint.yaml"))
+    node.kubectl("wait", "--for=condition=Programmed", "gateway/workload-waypoint", "-n", NS, "--timeout=240s",
+                 timeout=260)
+    rollout(node, NS, "deployment", "workload-waypoint")
+    rollout(node, NS, "deployment", "ratings")
+    ratings = pod_name(node, NS, "app=ratings")
+    ip = node.get_json("pod", ratings, "-n", NS)["status"]["podIP"]
+    node.wait_for("the waypoint's policy on the pod IP", lambda: fetch(
+        node, NS, "sleep", f"http://{ip}:9080/admin")["errors"] == {"HTTP 403": 1}, timeout=180)
+    print(f"    GET http://{ip}:9080/admin: {fetch(node, NS, 'sleep', f'http://{ip}:9080/admin')}", flush=True)
+    print(f"    GET http://{ip}:9080/:      {fetch(node, NS, 'sleep', f'http://{ip}:9080/')}", flush=True)
+    logs = ztunnel_logs(node).splitlines()
+    evidence([line for line in logs if f"proxying to {ip}:9080 using HBONE" in line], limit=1)
+    step("the destination side: the connections to ratings came from the waypoint's identity")
+    evidence([metric(line, "reporter", "source_principal", "destination_workload")
+              for line in ztunnel_metrics(node).splitlines() if line.startswith(
+              "istio_tcp_connections_opened_total{") and 'reporter="destination"' in line
+              and 'destination_workload="ratings"' in line], limit=1)
 
 
 def main() -> int:
@@ -152,7 +185,6 @@ def main() -> int:
                      "--timeout=120s", timeout=140)
         step("children gone")
         ambient(node)
-        step("not run on the node yet: hairpin through a workload waypoint; `make demo` shows it on the embedded mesh")
     finally:
         step("stopping the node and restoring the host")
         node.stop()

@@ -22,11 +22,11 @@ from tests.node.ambient import (
     apply_mesh,
     enrolled,
     fetch,
-    http_get,
     pod_name,
     ready_pods,
     rollout,
     ztunnel_logs,
+    ztunnel_metrics,
     ztunnel_pod,
 )
 from tests.node.node import NODE_NAME, TestNode
@@ -49,14 +49,21 @@ def test_pod_to_pod_traffic_is_mtls_with_the_client_identity_and_the_app_sees_pl
                           "http://helloworld:5000/"))["ok"] and r, timeout=120)
     (server,) = reply["ok"]
     assert server.startswith("helloworld-v1-"), reply
-    # The ztunnel names the caller's SPIFFE identity for the connection to this replica. Both pods are on this one
-    # node: as upstream ztunnel does, it takes the same-node path (the destination's checks in-process, no TLS
-    # between a ztunnel and itself); HBONE between two ztunnels on the wire is tests/ztunnel/test_inpod.py's.
+    pods = {p["metadata"]["name"]: p["status"]["podIP"] for p in ready_pods(node, NS, "app in (sleep,helloworld)")}
+    sleep_ip = next(ip for name, ip in pods.items() if name.startswith("sleep-"))
+    server_ip = pods[server]
+    # In-pod mode has no node-local fast path (as upstream since 1.22): even on one node, the client's ztunnel
+    # opened a TCP+TLS connection from inside sleep's netns to the helloworld pod's 15008, and the destination
+    # side of the ztunnel, in that pod's netns, names the client's SPIFFE identity from its certificate.
     sleep_identity = f"spiffe://{TRUST_DOMAIN}/ns/{NS}/sa/sleep"
-    lines = [line for line in ztunnel_logs(node).splitlines()
-             if "connection complete" in line and f'dst.workload="{server}"' in line]
-    assert any(f'src.identity="{sleep_identity}"' in line and
-               f'dst.identity="spiffe://{TRUST_DOMAIN}/ns/{NS}/sa/helloworld"' in line for line in lines), lines
+    logs = ztunnel_logs(node).splitlines()
+    assert any(f"using HBONE via {server_ip}:15008 type Direct" in line for line in logs), logs[-5:]
+    inbound = [line for line in logs if "connection complete" in line and 'direction="inbound"' in line
+               and f'dst.workload="{server}"' in line]
+    assert any(f"src.addr={sleep_ip}:" in line and f'src.identity="{sleep_identity}"' in line
+               and f"dst.addr={server_ip}:15008" in line
+               and f'dst.identity="spiffe://{TRUST_DOMAIN}/ns/{NS}/sa/helloworld"' in line
+               for line in inbound), inbound
     # The app itself read a plaintext HTTP request line (no TLS bytes reach it).
     app_log = node.kubectl("logs", "-n", NS, server).stdout
     assert "line='GET / HTTP/1.1'" in app_log, app_log
@@ -179,15 +186,59 @@ def test_a_ztunnel_pod_restart_keeps_new_connections_working_and_removes_no_pod_
     assert "pod removed" not in logs, logs
 
 
+def _inbound_lines(node: TestNode, pod: str) -> int:
+    return sum(1 for line in ztunnel_logs(node).splitlines()
+               if "connection complete" in line and 'direction="inbound"' in line and f'dst.workload="{pod}"' in line)
+
+
+def test_unlabelling_deleting_and_opting_out_leave_no_pod_captured(mesh: TestNode) -> None:
+    node = mesh
+    node.kubectl("apply", "-f", "-", input=_outside("outside"))
+    node.kubectl("label", "--overwrite", "namespace", "outside", "istio.io/dataplane-mode=ambient")
+    rollout(node, "outside", "deployment", "web")
+    web = pod_name(node, "outside", "app=web")
+    node.wait_for(f"{web} enrolled", lambda: enrolled(node, web, "outside"), timeout=120)
+    # Unlabelling the namespace takes the running pod out: its rules and listeners go, the pod keeps running and
+    # its traffic no longer reaches the ztunnel's destination side.
+    node.kubectl("label", "namespace", "outside", "istio.io/dataplane-mode-")
+    node.wait_for(f"{web} removed", lambda: any("pod removed" in line and f"pod=outside/{web}" in line
+                                                for line in ztunnel_logs(node).splitlines()), timeout=120)
+    before = _inbound_lines(node, web)
+    plain = fetch(node, NS, "sleep", "http://web.outside/", count=3)
+    assert plain == {"ok": {web: 3}, "errors": {}}, plain
+    assert _inbound_lines(node, web) == before
+    # A deleted pod is removed as well (its CNI DEL, or the agent's reconcile), and its replacement enrolled.
+    victim = sorted(p["metadata"]["name"] for p in ready_pods(node, NS, "app=helloworld"))[0]
+    node.kubectl("delete", "pod", victim, "-n", NS)
+    node.wait_for(f"{victim} removed", lambda: any("pod removed" in line and f"pod={NS}/{victim}" in line
+                                                   for line in ztunnel_logs(node).splitlines()), timeout=120)
+    rollout(node, NS, "deployment", "helloworld-v1")
+    for pod in ready_pods(node, NS, "app=helloworld"):
+        node.wait_for(f"{pod['metadata']['name']} enrolled", lambda p=pod: enrolled(node, p["metadata"]["name"]),
+                      timeout=120)
+    # A pod labelled istio.io/dataplane-mode=none in an ambient namespace is never enrolled.
+    node.kubectl("run", "opted-out", "-n", NS, "--image=ghcr.io/pyambient/app:0.1.0",
+                 "--image-pull-policy=IfNotPresent", "--labels=app=opted-out,istio.io/dataplane-mode=none",
+                 "--", "hello-server", "8080")
+    try:
+        node.kubectl("wait", "--for=condition=Ready", "pod/opted-out", "-n", NS, "--timeout=120s", timeout=140)
+        ip = node.get_json("pod", "opted-out", "-n", NS)["status"]["podIP"]
+        reply = fetch(node, NS, "sleep", f"http://{ip}:8080/")
+        assert reply == {"ok": {"opted-out": 1}, "errors": {}}, reply
+        assert f"pod={NS}/opted-out " not in ztunnel_logs(node)
+        assert _inbound_lines(node, "opted-out") == 0
+    finally:
+        node.kubectl("delete", "pod", "opted-out", "-n", NS, "--wait=false")
+
+
 # -- 7: metrics -------------------------------------------------------------------------------------
 
 
 def test_metrics_from_the_ztunnel_pods_15020(mesh: TestNode) -> None:
     node = mesh
     fetch(node, NS, "sleep", "http://helloworld:5000/", count=2)
-    pod = node.get_json("pod", ztunnel_pod(node), "-n", "istio-system")
-    body = node.ns.in_node_netns(lambda: http_get(pod["status"]["podIP"], 15020, "/metrics"))
-    opened = [line for line in body.splitlines() if line.startswith("istio_tcp_connections_opened_total{")]
+    opened = [line for line in ztunnel_metrics(node).splitlines()
+              if line.startswith("istio_tcp_connections_opened_total{")]
     assert any('source_principal="spiffe://cluster.local/ns/default/sa/sleep"' in line
                and 'destination_workload="helloworld"' in line and 'connection_security_policy="mutual_tls"' in line
                for line in opened), opened
@@ -262,3 +313,46 @@ def test_the_waypoint_carries_the_90_10_route_for_pods_traffic_then_50_50_applie
     node.wait_for("the 50/50 split", lambda: _split(node, 40)[1] >= 10, timeout=120)
     v1, v2 = _split(node, SPLIT_REQUESTS)
     assert v2 in AT_50_PERCENT_V2, (v1, v2)
+
+
+# -- 5: hairpin: a pod IP with a waypoint is reached through that waypoint ---------------------------------
+
+
+def test_a_pod_dialling_a_waypoint_enabled_pod_ip_directly_is_sent_through_the_waypoint(mesh: TestNode) -> None:
+    node = mesh
+    manifest = str(EXAMPLES / "70-workload-waypoint.yaml")
+    node.kubectl("apply", "-f", manifest)
+    try:
+        node.kubectl("wait", "--for=condition=Programmed", "gateway/workload-waypoint", "-n", NS,
+                     "--timeout=240s", timeout=260)
+        rollout(node, NS, "deployment", "workload-waypoint")
+        rollout(node, NS, "deployment", "ratings")
+        (ratings,) = ready_pods(node, NS, "app=ratings")
+        name, ip = ratings["metadata"]["name"], ratings["status"]["podIP"]
+        node.wait_for(f"{name} enrolled", lambda: enrolled(node, name), timeout=120)
+        waypoint_ip = ready_pods(node, NS, "gateway.networking.k8s.io/gateway-name=workload-waypoint")[0][
+            "status"]["podIP"]
+        # The waypoint's L7 policy answers GET /admin with 403: only a request that went through it can get one
+        # (the ztunnels enforce L4 only, and the app answers every path with 200).
+        node.wait_for("GET /admin on the pod IP refused by the waypoint", lambda: fetch(
+            node, NS, "sleep", f"http://{ip}:9080/admin")["errors"] == {"HTTP 403": 1}, timeout=180)
+        reached_app = node.kubectl("logs", "-n", NS, name).stdout.count("/admin")
+        refused = fetch(node, NS, "sleep", f"http://{ip}:9080/admin", count=3)
+        assert refused == {"ok": {}, "errors": {"HTTP 403": 3}}, refused
+        allowed = fetch(node, NS, "sleep", f"http://{ip}:9080/", count=5)
+        assert allowed == {"ok": {name: 5}, "errors": {}}, allowed
+        app_log = node.kubectl("logs", "-n", NS, name).stdout
+        assert "line='GET / HTTP/1.1'" in app_log and app_log.count("/admin") == reached_app, app_log
+        logs = ztunnel_logs(node).splitlines()
+        # The client's ztunnel steered the pod-IP connections to the waypoint pod, the pod IP as the authority.
+        assert any(f"proxying to {ip}:9080 using HBONE via {waypoint_ip}:15008 type ToServerWaypoint" in line
+                   for line in logs), [line for line in logs if "ToServerWaypoint" in line][-3:]
+        # The destination side saw the waypoint's identity: the connections to the pod came from the waypoint (its
+        # Envoy keeps them open, so its metrics say it, not yet an access-log line, written when one closes).
+        waypoint_identity = f"spiffe://{TRUST_DOMAIN}/ns/{NS}/sa/workload-waypoint"
+        opened = [line for line in ztunnel_metrics(node).splitlines()
+                  if line.startswith("istio_tcp_connections_opened_total{") and 'reporter="destination"' in line
+                  and 'destination_workload="ratings"' in line]
+        assert any(f'source_principal="{waypoint_identity}"' in line for line in opened), opened
+    finally:
+        node.kubectl("delete", "-f", manifest, "--wait=false")
