@@ -103,16 +103,17 @@ def workloads_table(dump: dict[str, Any], flt: WorkloadFilter) -> str:
     return w.getvalue()
 
 
+def _namespace_then_name(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """The order istioctl lists services and policies in: by namespace, then by name."""
+    if a.get("namespace", "") != b.get("namespace", ""):
+        return str(a.get("namespace", "")) < str(b.get("namespace", ""))
+    return str(a.get("name", "")) < str(b.get("name", ""))
+
+
 def services_table(dump: dict[str, Any], namespace: str = "") -> str:
     services = _list(dump, "services")
     items = [s for s in services if not namespace or s.get("namespace", "") == namespace]
-
-    def less(a: dict[str, Any], b: dict[str, Any]) -> bool:
-        if a.get("namespace", "") != b.get("namespace", ""):
-            return str(a.get("namespace", "")) < str(b.get("namespace", ""))
-        return str(a.get("name", "")) < str(b.get("name", ""))
-
-    sort_slice(items, less)
+    sort_slice(items, _namespace_then_name)
     w = TabWriter(0, 8, 1)
     w.write("NAMESPACE\tSERVICE NAME\tSERVICE VIP\tWAYPOINT\tENDPOINTS\n")
     for svc in items:
@@ -133,13 +134,7 @@ def services_table(dump: dict[str, Any], namespace: str = "") -> str:
 
 def policies_table(dump: dict[str, Any], namespace: str = "") -> str:
     items = [p for p in _list(dump, "policies") if not namespace or p.get("namespace", "") == namespace]
-
-    def less(a: dict[str, Any], b: dict[str, Any]) -> bool:
-        if a.get("namespace", "") != b.get("namespace", ""):
-            return str(a.get("namespace", "")) < str(b.get("namespace", ""))
-        return str(a.get("name", "")) < str(b.get("name", ""))
-
-    sort_slice(items, less)
+    sort_slice(items, _namespace_then_name)
     w = TabWriter(0, 8, 1)
     w.write("NAMESPACE\tPOLICY NAME\tACTION\tSCOPE\n")
     for p in items:

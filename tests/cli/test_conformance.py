@@ -8,14 +8,14 @@ output (how upstream compares them); case 7 compares after JSON normalisation, a
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 from collections.abc import Iterator
+from email.message import Message
 from pathlib import Path
 
 import pytest
 
+from pyambient.runtime.backends import HttpAnswer, HttpBackend
 from tests.cli.conftest import GOLDEN_ROOT
 from tests.cli.runner import run_cli
 
@@ -260,31 +260,20 @@ def test_waypoint_listener_view_matches_derived_rows() -> None:
     )
 
 
-class _GoldenAdmin(http.server.BaseHTTPRequestHandler):
-    """An Envoy admin stand-in: `/config_dump…` serves the golden waypoint dump, `/clusters…` the clusters golden."""
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server API
-        self.server.paths.append(self.path)  # type: ignore[attr-defined]
-        source = HIST / "clusters.json" if self.path.startswith("/clusters") else PC / "config_dump.json"
-        body = source.read_bytes()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        pass
-
-
 @pytest.fixture()
 def golden_admin() -> Iterator[tuple[str, list[str]]]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _GoldenAdmin)
-    server.paths = []  # type: ignore[attr-defined]
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"127.0.0.1:{server.server_address[1]}", server.paths  # type: ignore[attr-defined]
-    server.shutdown()
-    server.server_close()
+    """An Envoy admin stand-in: `/config_dump…` serves the golden waypoint dump, `/clusters…` the clusters golden;
+    yields its address and the paths asked for."""
+    paths: list[str] = []
+
+    def answer(path: str, _headers: Message) -> HttpAnswer:
+        paths.append(path)
+        source = HIST / "clusters.json" if path.startswith("/clusters") else PC / "config_dump.json"
+        return HttpAnswer(source.read_bytes(), headers=(("Content-Type", "application/json"),))
+
+    admin = HttpBackend("127.0.0.1", 0, answer)
+    yield admin.address, paths
+    admin.close()
 
 
 ADMIN_CASES = [

@@ -4,17 +4,17 @@
 
 from __future__ import annotations
 
-import http.server
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
+from email.message import Message
 from pathlib import Path
 
 import pytest
 
 from pyambient.proxyconfig.listener import ListenerFilter
 from pyambient.proxyconfig.route import describe_route_domains
+from pyambient.runtime.backends import HttpAnswer, HttpBackend
 from tests.cli.runner import run_cli
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,31 +38,18 @@ CLUSTERS = (
 )
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server API
-        body = (CLUSTERS if self.path.startswith("/clusters") else DUMP).encode()
-        if self.path.startswith("/missing"):
-            self.send_response(404)
-            self.end_headers()
-            return
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        pass
+def _admin_answer(path: str, _headers: Message) -> HttpAnswer:
+    if path.startswith("/missing"):
+        return HttpAnswer(b"", status=404)
+    body = (CLUSTERS if path.startswith("/clusters") else DUMP).encode()
+    return HttpAnswer(body, headers=(("Content-Type", "application/json"),))
 
 
 @pytest.fixture()
 def admin() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    server = HttpBackend("127.0.0.1", 0, _admin_answer)
+    yield server.address
+    server.close()
 
 
 CLUSTER_TABLE = (

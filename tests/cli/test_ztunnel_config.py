@@ -5,16 +5,16 @@
 from __future__ import annotations
 
 import datetime as dt
-import http.server
 import json
-import threading
 from collections.abc import Iterator
+from email.message import Message
 from pathlib import Path
 
 import pytest
 import yaml
 
 from pyambient import ztunnelconfig
+from pyambient.runtime.backends import HttpAnswer, HttpBackend
 from tests.cli.runner import run_cli
 
 FIXTURE = Path(__file__).parent / "fixtures" / "ztunnel_config_dump.json"
@@ -89,25 +89,17 @@ def test_structured_output_is_the_section(fmt: str) -> None:
     assert result.out.endswith("\n\n" if fmt == "yaml" else "]\n")
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server API
-        body = FIXTURE.read_bytes() if self.path == "/config_dump" else b"{}"
-        self.send_response(200 if self.path == "/config_dump" else 404)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        pass
+def _ztunnel_admin_answer(path: str, _headers: Message) -> HttpAnswer:
+    if path == "/config_dump":
+        return HttpAnswer(FIXTURE.read_bytes())
+    return HttpAnswer(b"{}", status=404)
 
 
 @pytest.fixture()
 def ztunnel_admin() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    server = HttpBackend("127.0.0.1", 0, _ztunnel_admin_answer)
+    yield server.address
+    server.close()
 
 
 def test_workloads_from_admin_address(ztunnel_admin: str) -> None:

@@ -10,11 +10,10 @@ import ssl
 import struct
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import pytest
 
-from tests.core.test_tunnel import _contexts
+from tests.core.test_tunnel import _contexts, pump_server
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 PROTOCOL_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR, ENHANCE_YOUR_CALM = 0x1, 0x3, 0x6, 0xB
@@ -77,14 +76,7 @@ def _run(impl: ModuleType, tmp: Path, wire: bytes, stream_window: int, conn_wind
     server_ctx, client_ctx = _contexts(tmp)
 
     async def main() -> tuple[RawOwner, int]:
-        owners: list[RawOwner] = []
-
-        def factory() -> Any:
-            owners.append(RawOwner(impl, server_ctx, stream_window, conn_window))
-            return owners[-1].pump
-
-        srv = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", 0)
-        port = srv.sockets[0].getsockname()[1]
+        srv, port, owners = await pump_server(lambda: RawOwner(impl, server_ctx, stream_window, conn_window))
         reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_ctx, server_hostname=None)
         writer.write(PREFACE + wire)
         sent = 0

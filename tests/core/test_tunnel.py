@@ -12,9 +12,10 @@ import asyncio
 import os
 import socket
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import h2.config
 import h2.connection
@@ -129,6 +130,25 @@ def _contexts(tmp: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     return server, client
 
 
+class PumpOwner(Protocol):
+    pump: Any
+
+
+OwnerT = TypeVar("OwnerT", bound=PumpOwner)
+
+
+async def pump_server(make_owner: Callable[[], OwnerT]) -> tuple[asyncio.Server, int, list[OwnerT]]:
+    """A loopback server whose every connection is a new owner's pump: (the server, its port, the owners)."""
+    owners: list[OwnerT] = []
+
+    def factory() -> Any:
+        owners.append(make_owner())
+        return owners[-1].pump
+
+    srv = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", 0)
+    return srv, srv.sockets[0].getsockname()[1], owners
+
+
 async def _client(port: int, ctx: ssl.SSLContext, payloads: list[bytes]) -> list[bytes]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname=None)
     c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
@@ -179,15 +199,7 @@ def test_pump_echoes_bulk_data_through_every_flow_control_window(
     server_ctx, client_ctx = _contexts(tmp_path)
 
     async def main() -> None:
-        owners: list[Owner] = []
-
-        def factory() -> Any:
-            o = Owner(impl, server_ctx)
-            owners.append(o)
-            return o.pump
-
-        srv = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", 0)
-        port = srv.sockets[0].getsockname()[1]
+        srv, port, owners = await pump_server(lambda: Owner(impl, server_ctx))
         payloads = [os.urandom(6 << 20) for _ in range(streams)]
         got = await asyncio.wait_for(_client(port, client_ctx, payloads), 60)
         assert [len(g) for g in got] == [len(p) for p in payloads]
@@ -206,15 +218,7 @@ def test_pump_refuses_a_peer_that_is_not_tls(impl: ModuleType, tmp_path: Path) -
     server_ctx, _ = _contexts(tmp_path)
 
     async def main() -> None:
-        owners: list[Owner] = []
-
-        def factory() -> Any:
-            o = Owner(impl, server_ctx)
-            owners.append(o)
-            return o.pump
-
-        srv = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", 0)
-        port = srv.sockets[0].getsockname()[1]
+        srv, port, owners = await pump_server(lambda: Owner(impl, server_ctx))
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET / HTTP/1.1\r\n\r\n")
         assert await asyncio.wait_for(reader.read(), 10) == b""

@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import collections
 import functools
-import http.server
 import json
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pyambient.runtime.backends import NamedHttpBackend
+from pyambient.runtime.backends import HttpAnswer, HttpBackend, NamedHttpBackend
 from pyambient.runtime.controlplane import ControlPlaneThread
 from pyambient.runtime.envoy import EnvoyProcess, wait_until
 from tests.harness.hbone import HboneClient, HboneTerminator, http_get
@@ -107,56 +106,18 @@ def mesh_objects(*routes: dict[str, Any]) -> list[dict[str, Any]]:
     return objects + list(routes)
 
 
-class SlowBackend:
-    """An HTTP server that answers `slow-0` after SLOW_SECONDS."""
-
-    def __init__(self, ip: str, port: int) -> None:
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-                time.sleep(SLOW_SECONDS)
-                self.send_response(200)
-                self.send_header("Content-Length", "6")
-                self.end_headers()
-                self.wfile.write(b"slow-0")
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer((ip, port), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+def slow_answer(_path: str, _headers: Message) -> HttpAnswer:
+    """slow-0: answers after SLOW_SECONDS."""
+    time.sleep(SLOW_SECONDS)
+    return HttpAnswer(b"slow-0")
 
 
-class HeaderEchoBackend:
-    """An HTTP server whose response body is the request's headers as one JSON object (names lower-cased)."""
-
-    def __init__(self, ip: str, port: int) -> None:
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-                seen: dict[str, list[str]] = {}
-                for name, value in self.headers.items():
-                    seen.setdefault(name.lower(), []).append(value)
-                body = json.dumps(seen, sort_keys=True).encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("x-backend", "echo")
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer((ip, port), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+def header_echo_answer(_path: str, headers: Message) -> HttpAnswer:
+    """echo-0: the request's headers as one JSON object (names lower-cased, every value of a name)."""
+    seen: dict[str, list[str]] = {}
+    for name, value in headers.items():
+        seen.setdefault(name.lower(), []).append(value)
+    return HttpAnswer(json.dumps(seen, sort_keys=True).encode(), headers=(("x-backend", "echo"),))
 
 
 @dataclass
@@ -214,11 +175,9 @@ def wp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Waypoint]:
     workdir: Path = tmp_path_factory.mktemp("envoy-routes")
     node_identity = ca.issue(spiffe_id("istio-system", "ztunnel"))
     terminators = [HboneTerminator(ip, node_identity) for ip in [ip for ip, _ in PODS.values()] + [ECHO_IP, SLOW_IP]]
-    backends: list[NamedHttpBackend | HeaderEchoBackend | SlowBackend] = [
-        NamedHttpBackend(ip, 8080, name) for name, (ip, _) in PODS.items()
-    ]
-    backends.append(HeaderEchoBackend(ECHO_IP, 8080))
-    backends.append(SlowBackend(SLOW_IP, 8080))
+    backends: list[HttpBackend] = [NamedHttpBackend(ip, 8080, name) for name, (ip, _) in PODS.items()]
+    backends.append(HttpBackend(ECHO_IP, 8080, header_echo_answer))
+    backends.append(HttpBackend(SLOW_IP, 8080, slow_answer))
     envoy = EnvoyProcess(workdir, WAYPOINT, credentials=control.waypoint_credentials(WAYPOINT))
     try:
         envoy.start()

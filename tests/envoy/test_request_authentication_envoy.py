@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import http.server
 import json
 import ssl
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pyambient.runtime.backends import HttpAnswer, HttpBackend
 from pyambient.runtime.controlplane import ControlPlaneThread
 from pyambient.runtime.envoy import EnvoyProcess, wait_until
 from tests.harness.hbone import HboneClient, HboneTerminator
@@ -34,28 +34,9 @@ REMOTE_ISSUER = "https://remote.example"
 ALL_TYPES = (resources.LISTENER, resources.CLUSTER, resources.ENDPOINT)  # certificates come from the agent
 
 
-class HeaderEchoBackend:
-    """The destination pod: answers 200 with the request headers it received, as JSON."""
-
-    def __init__(self, ip: str, port: int) -> None:
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                body = json.dumps({k.lower(): v for k, v in self.headers.items()}).encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer((ip, port), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+def header_echo_answer(_path: str, headers: Message) -> HttpAnswer:
+    """The destination pod: answers with the request headers it received, as JSON (names lower-cased)."""
+    return HttpAnswer(json.dumps({k.lower(): v for k, v in headers.items()}).encode())
 
 
 def base_mesh() -> list[Obj]:
@@ -128,7 +109,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthMesh]:
     ca = CertificateAuthority()
     inline_key, remote_key = SigningKey.es256("inline-es"), SigningKey.rs256("remote-rs")
     jwks_server = JwksServer(JWKS_IP, 0, jwks(remote_key))
-    backend = HeaderEchoBackend(WEB_POD, 8080)
+    backend = HttpBackend(WEB_POD, 8080, header_echo_answer)
     terminator = HboneTerminator(WEB_POD, ca.issue(spiffe_id("istio-system", "ztunnel")))
     control = ControlPlaneThread(base_mesh(), ca=ca).start()
     workdir: Path = tmp_path_factory.mktemp("envoy-jwt")

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from tests.ztunnel.conftest import backends, procs  # noqa: F401  (the ztunnel tests' fixtures, shared)
-from tests.ztunnel.envoy import EnvoyProc
+from tests.ztunnel.conftest import backends, envoys, procs  # noqa: F401  (the ztunnel tests' fixtures, shared)
 
 H2SPEC_TABLES = pytest.StashKey[list[str]]()
 
@@ -16,11 +13,3 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     for table in config.stash.get(H2SPEC_TABLES, []):
         terminalreporter.write_sep("=", "h2spec: ours next to Envoy's")
         terminalreporter.write_line(table)
-
-
-@pytest.fixture
-def envoys() -> Iterator[list[EnvoyProc]]:
-    started: list[EnvoyProc] = []
-    yield started
-    for e in started:
-        e.stop()

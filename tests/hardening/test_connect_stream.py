@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Iterator
-from pathlib import Path
 
 import hpack
 import pytest
@@ -30,7 +29,15 @@ from tests.harness.raw_h2 import (
     RstStreamFrame,
     raw_frame,
 )
-from tests.ztunnel.conftest import Backend, ZtunnelProc, issue, proxy_section, workload, write_yaml
+from tests.ztunnel.conftest import (
+    Backend,
+    ZtunnelProc,
+    hbone_client_context,
+    issue,
+    proxy_section,
+    workload,
+    write_yaml,
+)
 from xds.ca import CertificateAuthority
 
 pytestmark = [pytest.mark.hardening, pytest.mark.ztunnel]
@@ -62,20 +69,10 @@ def node(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     zt = ZtunnelProc(write_yaml(tmp / "b.yaml", cfg), ip, tmp / "b.log", core=core)
     try:
         zt.wait_ready()
-        yield Node(ip, _client_context(sleep, root))
+        yield Node(ip, hbone_client_context(sleep, root))
     finally:
         zt.stop()
         backend.close()
-
-
-def _client_context(cert: dict[str, str], root: Path) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-    ctx.check_hostname = False
-    ctx.load_verify_locations(str(root))
-    ctx.load_cert_chain(cert["cert"], cert["key"])
-    ctx.set_alpn_protocols(["h2"])
-    return ctx
 
 
 def _accepted(c: RawH2, sid: int) -> None:

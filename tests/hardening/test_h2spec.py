@@ -9,7 +9,6 @@ with an early 4xx and END_STREAM; the property each of them checks is re-checked
 
 from __future__ import annotations
 
-import ssl
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,7 +17,15 @@ import pytest
 from tests.hardening import h2spec
 from tests.hardening.conftest import H2SPEC_TABLES
 from tests.harness.mtls_relay import MtlsRelay
-from tests.ztunnel.conftest import Backend, ZtunnelProc, issue, proxy_section, workload, write_yaml
+from tests.ztunnel.conftest import (
+    Backend,
+    ZtunnelProc,
+    hbone_client_context,
+    issue,
+    proxy_section,
+    workload,
+    write_yaml,
+)
 from tests.ztunnel.envoy import EnvoyProc, hbone_server_config
 from xds.ca import CertificateAuthority
 
@@ -59,16 +66,6 @@ CONNECT_ONLY: dict[str, str] = {
 # Listed cases whose h2spec outcome on ours depends on timing (both outcomes are correct), so passing them now
 # and then is no sign the listing went stale.
 TIMING_DEPENDENT = {"http2/5.1.2/1", "http2/8.1/1"}
-
-
-def _client_context(cert: dict[str, str], root: Path) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_3
-    ctx.check_hostname = False
-    ctx.load_verify_locations(str(root))
-    ctx.load_cert_chain(cert["cert"], cert["key"])
-    ctx.set_alpn_protocols(["h2"])
-    return ctx
 
 
 def _table(results: dict[str, dict[str, h2spec.CaseResult]]) -> str:
@@ -136,7 +133,7 @@ def test_h2spec_every_applicable_case_passes_on_ours_next_to_envoy(
         zt.wait_ready()
     envoy.wait_ready()
 
-    context = _client_context(sleep, root)
+    context = hbone_client_context(sleep, root)
     targets = {f"ours ({core})": (ip, 15008) for core, ip in OURS_IP.items()} | {"Envoy": (ENVOY_IP, 15008)}
     relays = {name: MtlsRelay((RELAY_IP, 0), target, context) for name, target in targets.items()}
     try:

@@ -10,6 +10,7 @@ import contextlib
 import os
 import socket
 import socketserver
+import ssl
 import subprocess
 import sys
 import threading
@@ -23,6 +24,7 @@ import pytest
 import yaml
 
 from pyambient.runtime.processes import stop_process
+from tests.ztunnel.envoy import EnvoyProc
 from xds.ca import CertificateAuthority
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,6 +48,28 @@ def issue(ca: CertificateAuthority, directory: Path, ns: str, sa: str) -> dict[s
     cert = ca.issue(f"spiffe://cluster.local/ns/{ns}/sa/{sa}")
     c, k, _root = cert.write(directory, stem=f"{ns}-{sa}")
     return {"cert": str(c), "key": str(k)}
+
+
+def hbone_client_context(cert: dict[str, str], root: Path) -> ssl.SSLContext:
+    """What a source ztunnel presents on 15008: TLS 1.3, ALPN h2, the certificate `issue` wrote, trusting `root`."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_3
+    ctx.check_hostname = False
+    ctx.load_verify_locations(str(root))
+    ctx.load_cert_chain(cert["cert"], cert["key"])
+    ctx.set_alpn_protocols(["h2"])
+    return ctx
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def resident_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
 
 
 def workload(
@@ -251,3 +275,11 @@ def backends() -> Iterator[list[Backend]]:
     yield started
     for b in started:
         b.close()
+
+
+@pytest.fixture
+def envoys() -> Iterator[list[EnvoyProc]]:
+    started: list[EnvoyProc] = []
+    yield started
+    for e in started:
+        e.stop()

@@ -80,10 +80,16 @@ def build_mesh(
     m.path_a = write_yaml(tmp / "node-a.yaml", m.cfg_a)
     m.path_b = write_yaml(tmp / "node-b.yaml", m.cfg_b)
     if start:
-        m.node_b = ZtunnelProc(m.path_b, m.ip(3), tmp / "node-b.log", core=core)
-        procs.append(m.node_b)
-        m.node_a = ZtunnelProc(m.path_a, m.ip(2), tmp / "node-a.log", core=core)
-        procs.append(m.node_a)
-        m.node_b.wait_ready()
-        m.node_a.wait_ready()
+        start_nodes(m, procs, core=core)
     return m
+
+
+def start_nodes(m: Mesh, procs: list[ZtunnelProc], *, core: str = "cython") -> None:
+    """Node B and node A from their config files as they are now (a test may have changed them); both ready."""
+    assert m.path_a is not None and m.path_b is not None
+    m.node_b = ZtunnelProc(m.path_b, m.ip(3), m.tmp / "node-b.log", core=core)
+    procs.append(m.node_b)
+    m.node_a = ZtunnelProc(m.path_a, m.ip(2), m.tmp / "node-a.log", core=core)
+    procs.append(m.node_a)
+    m.node_b.wait_ready()
+    m.node_a.wait_ready()

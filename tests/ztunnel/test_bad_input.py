@@ -3,7 +3,6 @@ keeps flowing; fds and RSS return to baseline after 10k connections."""
 
 from __future__ import annotations
 
-import os
 import socket
 import ssl
 import time
@@ -15,7 +14,16 @@ import h2.connection
 import h2.events
 import pytest
 
-from tests.ztunnel.conftest import Backend, ZtunnelProc, issue, roundtrip, socks_connect
+from tests.ztunnel.conftest import (
+    Backend,
+    ZtunnelProc,
+    hbone_client_context,
+    issue,
+    open_fds,
+    resident_kb,
+    roundtrip,
+    socks_connect,
+)
 from tests.ztunnel.mesh import Mesh, build_mesh
 from xds.ca import CertificateAuthority
 
@@ -23,14 +31,8 @@ pytestmark = pytest.mark.ztunnel
 
 
 def _tls(m: Mesh, cert: dict[str, str], root: Path) -> ssl.SSLSocket:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-    ctx.check_hostname = False
-    ctx.load_verify_locations(str(root))
-    ctx.load_cert_chain(cert["cert"], cert["key"])
-    ctx.set_alpn_protocols(["h2"])
     raw = socket.create_connection((m.ip(3), 15008), timeout=10)
-    return ctx.wrap_socket(raw)
+    return hbone_client_context(cert, root).wrap_socket(raw)
 
 
 def _connect_status(m: Mesh, cert: dict[str, str], root: Path, authority: str, method: str = "CONNECT") -> int:
@@ -133,17 +135,6 @@ def test_bad_input_is_closed_and_logged_while_others_keep_flowing(
     _works(m)
 
 
-def _fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def _rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
 def test_fds_and_rss_return_to_baseline_after_10k_connections(
     tmp_path: Path, ca: CertificateAuthority, procs: list[ZtunnelProc], backends: list[Backend]
 ) -> None:
@@ -164,16 +155,16 @@ def test_fds_and_rss_return_to_baseline_after_10k_connections(
 
     burst(1000)  # warm up: pools, caches, allocator arenas
     time.sleep(1.0)
-    fds0 = [_fds(p) for p in pids]
-    rss0 = [_rss_kb(p) for p in pids]
+    fds0 = [open_fds(p) for p in pids]
+    rss0 = [resident_kb(p) for p in pids]
     t0 = time.monotonic()
     burst(10_000)
     elapsed = time.monotonic() - t0
     deadline = time.time() + 10
-    while time.time() < deadline and [_fds(p) for p in pids] != fds0:
+    while time.time() < deadline and [open_fds(p) for p in pids] != fds0:
         time.sleep(0.2)
-    assert [_fds(p) for p in pids] == fds0
-    rss1 = [_rss_kb(p) for p in pids]
+    assert [open_fds(p) for p in pids] == fds0
+    rss1 = [resident_kb(p) for p in pids]
     for before, after in zip(rss0, rss1, strict=True):
         assert after - before < 16 * 1024, f"RSS grew {before} → {after} kB"
     assert elapsed < 120

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,14 +21,6 @@ from tests.ztunnel.envoy import EnvoyProc, hbone_client_config, hbone_server_con
 from xds.ca import CertificateAuthority
 
 pytestmark = [pytest.mark.ztunnel, pytest.mark.envoy]
-
-
-@pytest.fixture
-def envoys() -> Iterator[list[EnvoyProc]]:
-    started: list[EnvoyProc] = []
-    yield started
-    for e in started:
-        e.stop()
 
 
 def _sleep_to_echo(

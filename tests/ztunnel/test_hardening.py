@@ -9,7 +9,6 @@ connection closed; the log gets one line per connection closed, never one per fr
 
 from __future__ import annotations
 
-import os
 import socket
 import ssl
 import struct
@@ -22,7 +21,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.ztunnel.conftest import Backend, ZtunnelProc, issue, roundtrip, socks_connect
+from tests.ztunnel.conftest import (
+    Backend,
+    ZtunnelProc,
+    hbone_client_context,
+    issue,
+    open_fds,
+    resident_kb,
+    roundtrip,
+    socks_connect,
+)
 from tests.ztunnel.mesh import Mesh, build_mesh
 from xds.ca import CertificateAuthority
 from ztunnel import h2streams as h2s
@@ -44,28 +52,12 @@ def _window_update(sid: int, inc: int) -> bytes:
     return h2s.frame(h2s.WINDOW_UPDATE, 0, sid, inc.to_bytes(4, "big"))
 
 
-def _fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def _rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
 class Attacker:
     """A raw HTTP/2 client on a valid mTLS session to node B's 15008: writes bytes, reads frames back."""
 
-    def __init__(self, m: Mesh, cert: dict[str, str], root: Path, *, settings: bool = True) -> None:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-        ctx.check_hostname = False
-        ctx.load_verify_locations(str(root))
-        ctx.load_cert_chain(cert["cert"], cert["key"])
-        ctx.set_alpn_protocols(["h2"])
-        self.sock = ctx.wrap_socket(socket.create_connection((m.ip(3), 15008), timeout=20))
+    def __init__(self, target: Target, *, settings: bool = True) -> None:
+        ctx = hbone_client_context(target.cert, target.root)
+        self.sock = ctx.wrap_socket(socket.create_connection((target.mesh.ip(3), 15008), timeout=20))
         self.buf = b""
         if settings:
             self.sock.sendall(PREFACE + SETTINGS)
@@ -136,23 +128,44 @@ class Bystander:
     worst: float = 0.0
 
 
+@dataclass
+class Target:
+    """A two-node mesh whose node B (15008) or node A (SOCKS5) is attacked, and the attacker's certificate."""
+
+    mesh: Mesh
+    node_a: ZtunnelProc
+    node_b: ZtunnelProc
+    cert: dict[str, str]
+    root: Path
+
+    def goaway_for(self, wire: bytes) -> int | None:
+        """A new connection that sends `wire`: the error code of the GOAWAY the server closes it with."""
+        a = Attacker(self)
+        a.send(wire)
+        code = a.goaway()
+        a.close()
+        return code
+
+
 @contextmanager
 def under_attack(m: Mesh, proc: ZtunnelProc, *, settle: float = 3.0) -> Iterator[tuple[Usage, Bystander]]:
+    """Samples `proc` and runs a bystander while the body attacks; once the body is done (and raised nothing), the
+    bystander must have been served throughout and `proc`'s open fds must be back where they were."""
     warm = socks_connect(m.socks, ("10.96.0.10", 80), src_ip=m.ip(2))  # the A → B pooled connection exists
     assert roundtrip(warm, b"warm") == b"echo-1:warm"
     warm.close()
     time.sleep(0.5)
     usage = Usage(proc.proc.pid)
-    usage.fds.append(_fds(usage.pid))
-    usage.rss_kb.append(_rss_kb(usage.pid))
+    usage.fds.append(open_fds(usage.pid))
+    usage.rss_kb.append(resident_kb(usage.pid))
     peak = [usage.fds[0], usage.rss_kb[0]]
     by = Bystander()
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
-            peak[0] = max(peak[0], _fds(usage.pid))
-            peak[1] = max(peak[1], _rss_kb(usage.pid))
+            peak[0] = max(peak[0], open_fds(usage.pid))
+            peak[1] = max(peak[1], resident_kb(usage.pid))
             time.sleep(0.02)
 
     def serve() -> None:
@@ -196,24 +209,23 @@ def under_attack(m: Mesh, proc: ZtunnelProc, *, settle: float = 3.0) -> Iterator
         usage.rss_kb.append(peak[1])
         # after: fds back to where they were, RSS measured once the process has let go
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and _fds(usage.pid) > usage.fds[0]:
+        while time.monotonic() < deadline and open_fds(usage.pid) > usage.fds[0]:
             time.sleep(0.1)
         time.sleep(settle)
-        usage.fds.append(_fds(usage.pid))
-        usage.rss_kb.append(_rss_kb(usage.pid))
+        usage.fds.append(open_fds(usage.pid))
+        usage.rss_kb.append(resident_kb(usage.pid))
         print(f"\n{usage}; bystander: {by.served} round trips, slowest {by.worst * 1000:.0f} ms")  # for the docs
+    assert not by.failures, by.failures
+    assert by.served > 0
+    assert usage.fds[2] <= usage.fds[0], usage
 
 
-def _mesh(tmp_path: Path, net: str, procs: list[ZtunnelProc], backends: list[Backend]) -> tuple[Mesh, dict[str, str]]:
+def _target(tmp_path: Path, net: str, procs: list[ZtunnelProc], backends: list[Backend]) -> Target:
     ca = CertificateAuthority()
     m = build_mesh(tmp_path, ca, net, procs, backends)
     assert m.node_a is not None and m.node_b is not None
-    return m, issue(ca, tmp_path / "certs", "default", "sleep")
-
-
-def _served(by: Bystander) -> None:
-    assert not by.failures, by.failures
-    assert by.served > 0
+    cert = issue(ca, tmp_path / "certs", "default", "sleep")
+    return Target(m, m.node_a, m.node_b, cert, tmp_path / "certs" / "root.crt")
 
 
 def _log_lines(proc: ZtunnelProc, needle: str) -> int:
@@ -224,21 +236,13 @@ def _log_lines(proc: ZtunnelProc, needle: str) -> int:
 def test_frames_over_the_advertised_max_frame_size_are_refused_not_buffered(
     tmp_path: Path, procs: list[ZtunnelProc], backends: list[Backend]
 ) -> None:
-    m, cert = _mesh(tmp_path, "127.0.141", procs, backends)
-    root = tmp_path / "certs" / "root.crt"
-    assert m.node_b is not None
-    with under_attack(m, m.node_b) as (usage, by):
+    t = _target(tmp_path, "127.0.141", procs, backends)
+    with under_attack(t.mesh, t.node_b) as (usage, _):
         # what Envoy answers: GOAWAY FRAME_SIZE_ERROR at once
-        a = Attacker(m, cert, root)
-        a.send(BIG_DATA + b"x" * 1000)
-        assert a.goaway() == h2s.FRAME_SIZE_ERROR
-        a.close()
-        a = Attacker(m, cert, root)
-        a.send(b"\xff" * 64)  # read as a 16 MiB frame header
-        assert a.goaway() == h2s.FRAME_SIZE_ERROR
-        a.close()
+        assert t.goaway_for(BIG_DATA + b"x" * 1000) == h2s.FRAME_SIZE_ERROR
+        assert t.goaway_for(b"\xff" * 64) == h2s.FRAME_SIZE_ERROR  # read as a 16 MiB frame header
         # the memory attack: 12 connections, each a 16 MiB DATA frame it keeps writing
-        attackers = [Attacker(m, cert, root) for _ in range(12)]
+        attackers = [Attacker(t) for _ in range(12)]
         for a in attackers:
             a.send(BIG_DATA)
         for _ in range(16):
@@ -247,73 +251,63 @@ def test_frames_over_the_advertised_max_frame_size_are_refused_not_buffered(
                 break
         for a in attackers:
             a.close()
-    _served(by)
-    assert usage.fds[2] <= usage.fds[0], usage
     assert usage.rss_kb[1] - usage.rss_kb[0] < 48 * 1024, f"peak: {usage}"  # was +227 MiB for 12 connections
     assert usage.rss_kb[2] - usage.rss_kb[0] < 16 * 1024, f"after: {usage}"
-    m.node_b.wait_log("reason=frame_size")
+    t.node_b.wait_log("reason=frame_size")
 
 
 def test_max_concurrent_streams_counts_a_burst_of_connects(
     tmp_path: Path, procs: list[ZtunnelProc], backends: list[Backend]
 ) -> None:
-    m, cert = _mesh(tmp_path, "127.0.142", procs, backends)
-    root = tmp_path / "certs" / "root.crt"
-    assert m.node_b is not None
-    block = _connect_block(m)
-    with under_attack(m, m.node_b) as (usage, by):
-        a = Attacker(m, cert, root)
+    t = _target(tmp_path, "127.0.142", procs, backends)
+    block = _connect_block(t.mesh)
+    with under_attack(t.mesh, t.node_b) as (usage, _):
+        a = Attacker(t)
         a.send(b"".join(h2s.headers_frames(sid, block, False, 16384) for sid in range(1, 2001, 2)))
         time.sleep(3)  # let the accepted streams connect upstream
-        usage_during = _fds(usage.pid)
+        usage_during = open_fds(usage.pid)
         frames = a.frames(timeout=3)  # the answers so far (the accepted streams stay open)
         a.close()
-    _served(by)
-    ok = {sid for t, _, sid, p in frames if t == h2s.HEADERS and b"200" in p}
-    refused = {sid for t, _, sid, p in frames if t == h2s.RST_STREAM and int.from_bytes(p, "big") == h2s.REFUSED_STREAM}
+    ok = {sid for kind, _, sid, p in frames if kind == h2s.HEADERS and b"200" in p}
+    refused = {
+        sid for kind, _, sid, p in frames if kind == h2s.RST_STREAM and int.from_bytes(p, "big") == h2s.REFUSED_STREAM
+    }
     assert len(ok) <= 200, len(ok)
     assert len(refused) >= 800, len(refused)
     # one upstream socket per accepted stream at most (was one per CONNECT: 1000)
     assert usage.fds[1] - usage.fds[0] <= 200 + 20, (usage, usage_during)
-    assert usage.fds[2] <= usage.fds[0], usage
-    assert _log_lines(m.node_b, "stream failed") <= 1, "refused streams are counted, not logged one by one"
+    assert _log_lines(t.node_b, "stream failed") <= 1, "refused streams are counted, not logged one by one"
 
 
 @pytest.mark.parametrize("flood", ["PING", "SETTINGS"])
 def test_a_flood_of_control_frames_from_a_client_that_never_reads_is_closed(
     tmp_path: Path, procs: list[ZtunnelProc], backends: list[Backend], flood: str
 ) -> None:
-    m, cert = _mesh(tmp_path, "127.0.143" if flood == "PING" else "127.0.144", procs, backends)
-    root = tmp_path / "certs" / "root.crt"
-    assert m.node_b is not None
+    t = _target(tmp_path, "127.0.143" if flood == "PING" else "127.0.144", procs, backends)
     one = PING if flood == "PING" else SETTINGS
     batch = one * 10_000
-    with under_attack(m, m.node_b) as (usage, by):
-        a = Attacker(m, cert, root)
+    with under_attack(t.mesh, t.node_b) as (usage, _):
+        a = Attacker(t)
         a.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # and never reads
         sent = 0
         while sent < 500_000 and a.send(batch):
             sent += 10_000
         closed = a.closed_by_server()  # reading now only to see the end: the server closed (or reset) it
         a.close()
-    _served(by)
     assert closed, "the flooder was never closed"
-    assert usage.fds[2] <= usage.fds[0], usage
     assert usage.rss_kb[1] - usage.rss_kb[0] < 64 * 1024, f"peak: {usage}"
     assert usage.rss_kb[2] - usage.rss_kb[0] < 16 * 1024, f"after: {usage}"
-    m.node_b.wait_log("reason=outbound_control_flood")
-    assert _log_lines(m.node_b, "outbound_control_flood") == 1
+    t.node_b.wait_log("reason=outbound_control_flood")
+    assert _log_lines(t.node_b, "outbound_control_flood") == 1
 
 
 def test_rapid_reset_is_closed_with_one_log_line(
     tmp_path: Path, procs: list[ZtunnelProc], backends: list[Backend]
 ) -> None:
-    m, cert = _mesh(tmp_path, "127.0.145", procs, backends)
-    root = tmp_path / "certs" / "root.crt"
-    assert m.node_b is not None
-    block = _connect_block(m)
-    with under_attack(m, m.node_b) as (usage, by):
-        a = Attacker(m, cert, root)
+    t = _target(tmp_path, "127.0.145", procs, backends)
+    block = _connect_block(t.mesh)
+    with under_attack(t.mesh, t.node_b) as (usage, _):
+        a = Attacker(t)
         for start in range(1, 20_001, 200):
             wire = b"".join(
                 h2s.headers_frames(sid, block, False, 16384) + h2s.rst_stream(sid, h2s.CANCEL)
@@ -323,13 +317,11 @@ def test_rapid_reset_is_closed_with_one_log_line(
                 break
         code = a.goaway()
         a.close()
-    _served(by)
     assert code == h2s.ENHANCE_YOUR_CALM
     assert usage.fds[1] - usage.fds[0] < 50, f"streams reset before their task ran connect nothing: {usage}"
-    assert usage.fds[2] <= usage.fds[0], usage
-    m.node_b.wait_log("reason=premature_resets")
-    assert _log_lines(m.node_b, "stream failed") <= 1
-    assert _log_lines(m.node_b, "reason=premature_resets") == 1
+    t.node_b.wait_log("reason=premature_resets")
+    assert _log_lines(t.node_b, "stream failed") <= 1
+    assert _log_lines(t.node_b, "reason=premature_resets") == 1
 
 
 def test_a_peer_that_grants_huge_windows_but_never_reads_gets_back_pressure(
@@ -339,15 +331,13 @@ def test_a_peer_that_grants_huge_windows_but_never_reads_gets_back_pressure(
     stops draining, the backend's socket stops being read, so what node B holds is bounded by socket buffers and
     windows, not by the 128 MiB (nor by the 2^31-1 windows the peer grants); with no WINDOW_UPDATE coming any more,
     a peer that keeps sending overruns our window and is closed with FLOW_CONTROL_ERROR."""
-    m, cert = _mesh(tmp_path, "127.0.150", procs, backends)
-    root = tmp_path / "certs" / "root.crt"
-    assert m.node_b is not None
+    t = _target(tmp_path, "127.0.150", procs, backends)
     settings = h2s.frame(h2s.SETTINGS, 0, 0, (4).to_bytes(2, "big") + (2**31 - 1).to_bytes(4, "big"))
-    with under_attack(m, m.node_b) as (usage, by):
-        a = Attacker(m, cert, root, settings=False)
+    with under_attack(t.mesh, t.node_b) as (usage, _):
+        a = Attacker(t, settings=False)
         a.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         a.send(PREFACE + settings + _window_update(0, 2**31 - 1 - 65535))
-        a.send(h2s.headers_frames(1, _connect_block(m), False, 16384))
+        a.send(h2s.headers_frames(1, _connect_block(t.mesh), False, 16384))
         chunk = h2s.frame(h2s.DATA, 0, 1, b"z" * 16384)
         a.sock.settimeout(5)
         sent = 0
@@ -360,10 +350,8 @@ def test_a_peer_that_grants_huge_windows_but_never_reads_gets_back_pressure(
         print(f"\nsent {sent >> 20} MiB into the stream, read nothing")
         time.sleep(2)
         a.close()
-    _served(by)
     assert usage.rss_kb[1] - usage.rss_kb[0] < 32 * 1024, f"peak: {usage}"
-    assert usage.fds[2] <= usage.fds[0], usage
-    m.node_b.wait_log("reason=flow_control")
+    t.node_b.wait_log("reason=flow_control")
 
 
 # -------------------------------------------------------------------------------------------- RFC 9113 rows
@@ -401,33 +389,23 @@ def _violations(m: Mesh) -> list[Violation]:
 def test_rfc9113_connection_errors_are_goaway_with_the_code_then_closed(
     tmp_path: Path, procs: list[ZtunnelProc], backends: list[Backend]
 ) -> None:
-    m, cert = _mesh(tmp_path, "127.0.146", procs, backends)
-    root = tmp_path / "certs" / "root.crt"
-    assert m.node_b is not None
-    got = {}
-    with under_attack(m, m.node_b, settle=0.5) as (usage, by):
-        for v in _violations(m):
-            a = Attacker(m, cert, root)
-            a.send(v.wire)
-            got[v.name] = a.goaway()
-            a.close()
-    _served(by)
-    assert got == {v.name: v.code for v in _violations(m)}
-    assert usage.fds[2] <= usage.fds[0], usage
+    t = _target(tmp_path, "127.0.146", procs, backends)
+    with under_attack(t.mesh, t.node_b, settle=0.5):
+        got = {v.name: t.goaway_for(v.wire) for v in _violations(t.mesh)}
+    assert got == {v.name: v.code for v in _violations(t.mesh)}
 
 
 def test_stream_window_above_2_31_is_a_stream_error(
     tmp_path: Path, procs: list[ZtunnelProc], backends: list[Backend]
 ) -> None:
-    m, cert = _mesh(tmp_path, "127.0.147", procs, backends)
-    root = tmp_path / "certs" / "root.crt"
-    a = Attacker(m, cert, root)
-    a.send(h2s.headers_frames(1, _connect_block(m), False, 16384))
+    t = _target(tmp_path, "127.0.147", procs, backends)
+    a = Attacker(t)
+    a.send(h2s.headers_frames(1, _connect_block(t.mesh), False, 16384))
     time.sleep(1)  # the stream is open (its upstream connected)
     a.send(_window_update(1, 2**31 - 1))
     frames = a.frames(timeout=3)
     a.close()
-    resets = [int.from_bytes(p, "big") for t, _, sid, p in frames if t == h2s.RST_STREAM and sid == 1]
+    resets = [int.from_bytes(p, "big") for kind, _, sid, p in frames if kind == h2s.RST_STREAM and sid == 1]
     assert resets == [h2s.FLOW_CONTROL_ERROR]
 
 
@@ -435,12 +413,11 @@ def test_stream_window_above_2_31_is_a_stream_error(
 def test_socks5_handshakes_that_stall_are_closed(
     tmp_path: Path, procs: list[ZtunnelProc], backends: list[Backend]
 ) -> None:
-    m, _ = _mesh(tmp_path, "127.0.148", procs, backends)
-    assert m.node_a is not None
-    with under_attack(m, m.node_a) as (usage, by):
+    t = _target(tmp_path, "127.0.148", procs, backends)
+    with under_attack(t.mesh, t.node_a):
         stalled = []
         for _ in range(300):
-            s = socket.create_connection(m.socks, timeout=20)
+            s = socket.create_connection(t.mesh.socks, timeout=20)
             s.sendall(b"\x05")  # one byte of the greeting, then nothing
             stalled.append(s)
         closed = 0
@@ -450,24 +427,18 @@ def test_socks5_handshakes_that_stall_are_closed(
             except OSError:
                 closed += 1
             s.close()
-    _served(by)
     assert closed == 300
-    assert usage.fds[2] <= usage.fds[0], usage
-    m.node_a.wait_log("socks5: handshake timed out")
+    t.node_a.wait_log("socks5: handshake timed out")
 
 
 def test_hbone_connections_that_never_send_the_preface_are_closed(
     tmp_path: Path, procs: list[ZtunnelProc], backends: list[Backend]
 ) -> None:
-    m, cert = _mesh(tmp_path, "127.0.149", procs, backends)
-    root = tmp_path / "certs" / "root.crt"
-    assert m.node_b is not None
-    with under_attack(m, m.node_b) as (usage, by):
-        silent = [Attacker(m, cert, root, settings=False) for _ in range(50)]  # TLS done, then nothing
+    t = _target(tmp_path, "127.0.149", procs, backends)
+    with under_attack(t.mesh, t.node_b):
+        silent = [Attacker(t, settings=False) for _ in range(50)]  # TLS done, then nothing
         closed = sum(a.closed_by_server(timeout=20) for a in silent)  # handshakeTimeout is 2 s in these tests
         for a in silent:
             a.close()
-    _served(by)
     assert closed == 50
-    assert usage.fds[2] <= usage.fds[0], usage
-    m.node_b.wait_log("http2 preface timed out")
+    t.node_b.wait_log("http2 preface timed out")

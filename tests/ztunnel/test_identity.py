@@ -20,7 +20,7 @@ from pyambient.runtime.controlplane import ControlPlaneThread
 from pyambient.runtime.envoy import wait_until
 from tests.harness.meshes import ambient_namespace, namespace, pod, service
 from tests.ztunnel.conftest import Backend, ZtunnelProc, roundtrip, socks_connect, workload, write_yaml
-from tests.ztunnel.mesh import build_mesh
+from tests.ztunnel.mesh import build_mesh, start_nodes
 from xds.ca import CertificateAuthority
 
 pytestmark = [pytest.mark.interop, pytest.mark.ztunnel]
@@ -43,13 +43,9 @@ def test_workload_without_its_own_certificate_gets_no_traffic(
     backends.append(Backend("127.0.41.8", 8080, "nocert"))
     # node A holds only sleep's certificate: notsleep (same node) has none.
     m.cfg_a["proxy"]["certificates"] = m.cfg_a["proxy"]["certificates"][:1]
-    assert m.path_a is not None and m.path_b is not None
-    write_yaml(m.path_a, m.cfg_a)
-    m.node_b = ZtunnelProc(m.path_b, m.ip(3), tmp_path / "node-b.log")
-    m.node_a = ZtunnelProc(m.path_a, m.ip(2), tmp_path / "node-a.log")
-    procs.extend([m.node_b, m.node_a])
-    m.node_b.wait_ready()
-    m.node_a.wait_ready()
+    m.push("a", m.cfg_a)
+    start_nodes(m, procs)
+    assert m.node_a is not None and m.node_b is not None
 
     ok = socks_connect(m.socks, ("10.96.0.10", 80), src_ip=m.ip(2))
     assert roundtrip(ok, b"hi") == b"echo-1:hi"

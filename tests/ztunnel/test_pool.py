@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.ztunnel.conftest import Backend, ZtunnelProc, roundtrip, socks_connect
-from tests.ztunnel.mesh import build_mesh
+from tests.ztunnel.mesh import build_mesh, start_nodes
 from xds.ca import CertificateAuthority
 
 pytestmark = pytest.mark.ztunnel
@@ -47,12 +47,8 @@ def test_keepalive_ping_drops_a_peer_that_stops_answering(
     cfg["proxy"]["keepaliveInterval"] = 0.3
     cfg["proxy"]["keepaliveTimeout"] = 1.0
     m.push("a", cfg)
-    assert m.path_a is not None and m.path_b is not None
-    m.node_b = ZtunnelProc(m.path_b, m.ip(3), tmp_path / "node-b.log")
-    m.node_a = ZtunnelProc(m.path_a, m.ip(2), tmp_path / "node-a.log")
-    procs += [m.node_b, m.node_a]
-    m.node_b.wait_ready()
-    m.node_a.wait_ready()
+    start_nodes(m, procs)
+    assert m.node_a is not None and m.node_b is not None
     s = socks_connect(m.socks, ("10.96.0.10", 80), src_ip=m.ip(2))
     assert roundtrip(s, b"x") == b"echo-1:x"
     time.sleep(1.0)  # several PINGs answered: the connection stays up
@@ -79,12 +75,8 @@ def test_connect_without_response_times_out_and_the_pool_recovers(
     cfg = json.loads(json.dumps(m.cfg_a))
     cfg["proxy"]["connectTimeout"] = 1.0
     m.push("a", cfg)
-    assert m.path_a is not None and m.path_b is not None
-    m.node_b = ZtunnelProc(m.path_b, m.ip(3), tmp_path / "node-b.log")
-    m.node_a = ZtunnelProc(m.path_a, m.ip(2), tmp_path / "node-a.log")
-    procs += [m.node_b, m.node_a]
-    m.node_b.wait_ready()
-    m.node_a.wait_ready()
+    start_nodes(m, procs)
+    assert m.node_a is not None and m.node_b is not None
     s = socks_connect(m.socks, ("10.96.0.10", 80), src_ip=m.ip(2))
     assert roundtrip(s, b"x") == b"echo-1:x"  # the HBONE connection is now pooled
     s.close()

@@ -348,59 +348,44 @@ def _paths(value: Any, field: str) -> tuple[str, ...]:
     return values
 
 
-_SOURCE_FIELDS = frozenset(
-    {
-        "principals",
-        "notPrincipals",
-        "requestPrincipals",
-        "notRequestPrincipals",
-        "namespaces",
-        "notNamespaces",
-        "ipBlocks",
-        "notIpBlocks",
-        "remoteIpBlocks",
-        "notRemoteIpBlocks",
-    }
-)
-_OPERATION_FIELDS = frozenset({"hosts", "notHosts", "ports", "notPorts", "methods", "notMethods", "paths", "notPaths"})
+# A policy value parser: (the raw value, the field's path for errors) → the values.
+ValueParser = Callable[[Any, str], tuple[Any, ...]]
+
+# `from[].source` and `to[].operation`: Istio's field name → (`Source`/`Operation` attribute, its parser),
+# in the order they are checked.
+_SOURCE_FIELDS: dict[str, tuple[str, ValueParser]] = {
+    "principals": ("principals", _principal_values),
+    "notPrincipals": ("not_principals", _principal_values),
+    "requestPrincipals": ("request_principals", _policy_values),
+    "notRequestPrincipals": ("not_request_principals", _policy_values),
+    "namespaces": ("namespaces", _policy_values),
+    "notNamespaces": ("not_namespaces", _policy_values),
+    "ipBlocks": ("ip_blocks", _ip_blocks),
+    "notIpBlocks": ("not_ip_blocks", _ip_blocks),
+    "remoteIpBlocks": ("remote_ip_blocks", _ip_blocks),
+    "notRemoteIpBlocks": ("not_remote_ip_blocks", _ip_blocks),
+}
+_OPERATION_FIELDS: dict[str, tuple[str, ValueParser]] = {
+    "hosts": ("hosts", _policy_values),
+    "notHosts": ("not_hosts", _policy_values),
+    "ports": ("ports", _ports),
+    "notPorts": ("not_ports", _ports),
+    "methods": ("methods", _policy_values),
+    "notMethods": ("not_methods", _policy_values),
+    "paths": ("paths", _paths),
+    "notPaths": ("not_paths", _paths),
+}
 
 
-def _source(raw: Any, field: str) -> Source:
-    entry = _known_keys(raw, field, frozenset({"source"}))
-    if not entry.get("source"):
-        raise InvalidField(f"{field}.source", "must not be empty")
-    base = f"{field}.source"
-    src = _known_keys(entry["source"], base, _SOURCE_FIELDS)
-    return Source(
-        principals=_principal_values(src.get("principals"), f"{base}.principals"),
-        not_principals=_principal_values(src.get("notPrincipals"), f"{base}.notPrincipals"),
-        request_principals=_policy_values(src.get("requestPrincipals"), f"{base}.requestPrincipals"),
-        not_request_principals=_policy_values(src.get("notRequestPrincipals"), f"{base}.notRequestPrincipals"),
-        namespaces=_policy_values(src.get("namespaces"), f"{base}.namespaces"),
-        not_namespaces=_policy_values(src.get("notNamespaces"), f"{base}.notNamespaces"),
-        ip_blocks=_ip_blocks(src.get("ipBlocks"), f"{base}.ipBlocks"),
-        not_ip_blocks=_ip_blocks(src.get("notIpBlocks"), f"{base}.notIpBlocks"),
-        remote_ip_blocks=_ip_blocks(src.get("remoteIpBlocks"), f"{base}.remoteIpBlocks"),
-        not_remote_ip_blocks=_ip_blocks(src.get("notRemoteIpBlocks"), f"{base}.notRemoteIpBlocks"),
-    )
-
-
-def _operation(raw: Any, field: str) -> Operation:
-    entry = _known_keys(raw, field, frozenset({"operation"}))
-    if not entry.get("operation"):
-        raise InvalidField(f"{field}.operation", "must not be empty")
-    base = f"{field}.operation"
-    op = _known_keys(entry["operation"], base, _OPERATION_FIELDS)
-    return Operation(
-        hosts=_policy_values(op.get("hosts"), f"{base}.hosts"),
-        not_hosts=_policy_values(op.get("notHosts"), f"{base}.notHosts"),
-        ports=_ports(op.get("ports"), f"{base}.ports"),
-        not_ports=_ports(op.get("notPorts"), f"{base}.notPorts"),
-        methods=_policy_values(op.get("methods"), f"{base}.methods"),
-        not_methods=_policy_values(op.get("notMethods"), f"{base}.notMethods"),
-        paths=_paths(op.get("paths"), f"{base}.paths"),
-        not_paths=_paths(op.get("notPaths"), f"{base}.notPaths"),
-    )
+def _rule_clause(raw: Any, field: str, clause: str, fields: Mapping[str, tuple[str, ValueParser]]) -> dict[str, Any]:
+    """One `from[]` (clause "source") or `to[]` (clause "operation") entry: only that key, not empty, and within
+    it only `fields`; returns the parsed values by attribute name."""
+    entry = _known_keys(raw, field, frozenset({clause}))
+    base = f"{field}.{clause}"
+    if not entry.get(clause):
+        raise InvalidField(base, "must not be empty")
+    values = _known_keys(entry[clause], base, frozenset(fields))
+    return {attr: parse(values.get(key), f"{base}.{key}") for key, (attr, parse) in fields.items()}
 
 
 def _condition_key_valid(key: str) -> bool:
@@ -446,8 +431,14 @@ def _entries(rule: Mapping[str, Any], key: str, field: str) -> list[Any]:
 def _policy_rule(raw: Any, field: str) -> PolicyRule:
     rule = _known_keys(raw, field, frozenset({"from", "to", "when"}))
     return PolicyRule(
-        sources=tuple(_source(s, f"{field}.from[{i}]") for i, s in enumerate(_entries(rule, "from", f"{field}.from"))),
-        operations=tuple(_operation(o, f"{field}.to[{i}]") for i, o in enumerate(_entries(rule, "to", f"{field}.to"))),
+        sources=tuple(
+            Source(**_rule_clause(s, f"{field}.from[{i}]", "source", _SOURCE_FIELDS))
+            for i, s in enumerate(_entries(rule, "from", f"{field}.from"))
+        ),
+        operations=tuple(
+            Operation(**_rule_clause(o, f"{field}.to[{i}]", "operation", _OPERATION_FIELDS))
+            for i, o in enumerate(_entries(rule, "to", f"{field}.to"))
+        ),
         conditions=tuple(
             _condition(c, f"{field}.when[{i}]") for i, c in enumerate(_entries(rule, "when", f"{field}.when"))
         ),
