@@ -79,3 +79,41 @@ def ztunnel_metrics(node: TestNode) -> str:
     """The ztunnel pod's 15020 /metrics, read from inside the node."""
     pod_ip = node.get_json("pod", ztunnel_pod(node), "-n", "istio-system")["status"]["podIP"]
     return str(node.ns.in_node_netns(lambda: http_get(pod_ip, 15020, "/metrics")))
+
+
+def restarts(node: TestNode, namespace: str, pod: str) -> int:
+    """The pod's containers' restarts, summed."""
+    return sum(c["restartCount"] for c in node.get_json("pod", pod, "-n", namespace)["status"]["containerStatuses"])
+
+
+def web_server(namespace: str, service_account: str = "") -> str:
+    """Deployment + Service `web` in `namespace`: one `hello-server` on 8080 answering with its pod name, port 80."""
+    account = f"\n      serviceAccountName: {service_account}" if service_account else ""
+    return f"""
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web, namespace: {namespace}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:{account}
+      terminationGracePeriodSeconds: 0
+      containers:
+        - name: web
+          image: ghcr.io/pyambient/app:0.1.0
+          imagePullPolicy: IfNotPresent
+          command: [hello-server, "8080"]
+          env:
+            - name: POD_NAME
+              valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}
+          readinessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 2}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: {namespace}}}
+spec:
+  selector: {{app: web}}
+  ports: [{{port: 80, targetPort: 8080}}]
+"""

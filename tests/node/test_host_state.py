@@ -8,10 +8,11 @@ import sys
 import pytest
 
 from tests.kube.cluster import ROOT
+from tests.node.ambient import ready_pods
 from tests.node.hostns import HostNamespaces
 from tests.node.hoststate import snapshot
 from tests.node.node import NODE_NAME, TestNode
-from tests.node.test_node import _ready_pods, _web
+from tests.node.test_node import _web
 
 pytestmark = pytest.mark.node
 
@@ -25,7 +26,7 @@ def test_a_node_with_a_running_pod_leaves_no_trace() -> None:
             node.start()
             node.kubectl("create", "namespace", "trace")
             node.kubectl("apply", "-f", "-", input=_web("trace"))
-            node.wait_for("a running pod", lambda: _ready_pods(node, "trace", "app=web"))
+            node.wait_for("a running pod", lambda: ready_pods(node, "trace", "app=web"))
             during = snapshot(ns)
         finally:
             node.stop()

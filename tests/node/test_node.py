@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.kube.cluster import ROOT
+from tests.node.ambient import ready_pods
 from tests.node.node import NODE_NAME, TestNode
 
 pytestmark = pytest.mark.node
@@ -46,12 +47,6 @@ spec:
 """
 
 
-def _ready_pods(node: TestNode, namespace: str, selector: str) -> list[dict[str, Any]]:
-    pods = node.get_json("pods", "-n", namespace, "-l", selector)["items"]
-    return [p for p in pods if p["metadata"].get("deletionTimestamp") is None and any(
-        c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions") or ())]
-
-
 def _http_get_in_pod(node: TestNode, namespace: str, pod: str, url: str) -> str:
     script = f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=5).status)"
     return node.kubectl("exec", "-n", namespace, pod, "--", "python3", "-c", script).stdout.strip()
@@ -69,7 +64,7 @@ def test_node_is_ready_and_schedulable(test_node: TestNode) -> None:
 def web(test_node: TestNode) -> Iterator[str]:
     test_node.kubectl("create", "namespace", "web")
     test_node.kubectl("apply", "-f", "-", input=_web("web"))
-    pods = test_node.wait_for("web pod Ready", lambda: _ready_pods(test_node, "web", "app=web"))
+    pods = test_node.wait_for("web pod Ready", lambda: ready_pods(test_node, "web", "app=web"))
     yield pods[0]["metadata"]["name"]
     test_node.kubectl("delete", "namespace", "web", "--wait=false")
 
@@ -118,12 +113,12 @@ def deployed(test_node: TestNode) -> TestNode:
 
 def test_deploy_brings_up_the_controller_and_the_ztunnel_daemonset(deployed: TestNode) -> None:
     for selector in ("app=pyambient-controller", "app=ztunnel", "app=pyambient-cni-node"):
-        pods = _ready_pods(deployed, "istio-system", selector)
+        pods = ready_pods(deployed, "istio-system", selector)
         assert len(pods) == 1, selector
         assert pods[0]["spec"]["nodeName"] == NODE_NAME
     controller_logs = deployed.kubectl("logs", "-n", "istio-system", "deploy/pyambient-controller").stdout
     assert "forbidden" not in controller_logs.lower(), controller_logs  # deploy/'s RBAC covers every watch
-    ztunnel = _ready_pods(deployed, "istio-system", "app=ztunnel")[0]["metadata"]["name"]
+    ztunnel = ready_pods(deployed, "istio-system", "app=ztunnel")[0]["metadata"]["name"]
     logs = deployed.kubectl("logs", "-n", "istio-system", ztunnel).stdout
     # From the manifest's arguments alone: the node name from the downward API, certificates from the CA client.
     assert f"ztunnel ready node={NODE_NAME}" in logs, logs
@@ -162,7 +157,7 @@ def test_waypoint_gateway_is_programmed_with_envoy_ready_and_our_listeners(deplo
     node.kubectl("apply", "-f", "-", input=_gateway("mesh"))
     node.wait_for("Gateway Programmed", lambda: _condition(
         node.get_json("gateway", "waypoint", "-n", "mesh"), "Programmed") == "True", timeout=240)
-    node.wait_for("waypoint pod Ready", lambda: _ready_pods(node, "mesh", "gateway.networking.k8s.io/gateway-name"
+    node.wait_for("waypoint pod Ready", lambda: ready_pods(node, "mesh", "gateway.networking.k8s.io/gateway-name"
                                                             "=waypoint"), timeout=240)
     listeners = subprocess.run(
         [sys.executable, "-m", "pyambient", "proxy-config", "listener", "deploy/waypoint", "-n", "mesh",
@@ -186,11 +181,11 @@ def test_deleting_the_gateway_removes_its_children(deployed: TestNode) -> None:
 
 def test_a_killed_controller_pod_is_recreated_and_converges(deployed: TestNode) -> None:
     node = deployed
-    old = _ready_pods(node, "istio-system", "app=pyambient-controller")[0]["metadata"]["name"]
+    old = ready_pods(node, "istio-system", "app=pyambient-controller")[0]["metadata"]["name"]
     node.kubectl("delete", "pod", old, "-n", "istio-system", "--grace-period=0", "--force")
     _rollout(node, "deployment", "pyambient-controller")
     new = node.wait_for("a new controller pod Ready", lambda: [
-        p for p in _ready_pods(node, "istio-system", "app=pyambient-controller") if p["metadata"]["name"] != old])
+        p for p in ready_pods(node, "istio-system", "app=pyambient-controller") if p["metadata"]["name"] != old])
     assert new[0]["metadata"]["name"] != old
     # It took the CA the first one created (Secret istio-system/istio-ca-secret), not a new root. (Ready is not
     # yet started: the Deployment has no readiness probe, so the line is waited for.)

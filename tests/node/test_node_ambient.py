@@ -24,7 +24,9 @@ from tests.node.ambient import (
     fetch,
     pod_name,
     ready_pods,
+    restarts,
     rollout,
+    web_server,
     ztunnel_logs,
     ztunnel_metrics,
     ztunnel_pod,
@@ -111,39 +113,7 @@ def _outside(namespace: str) -> str:
 apiVersion: v1
 kind: Namespace
 metadata: {{name: {namespace}}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: web, namespace: {namespace}}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: web}}}}
-  template:
-    metadata: {{labels: {{app: web}}}}
-    spec:
-      terminationGracePeriodSeconds: 0
-      containers:
-        - name: web
-          image: ghcr.io/pyambient/app:0.1.0
-          imagePullPolicy: IfNotPresent
-          command: [hello-server, "8080"]
-          env:
-            - name: POD_NAME
-              valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}
-          readinessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 2}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: web, namespace: {namespace}}}
-spec:
-  selector: {{app: web}}
-  ports: [{{port: 80, targetPort: 8080}}]
-"""
-
-
-def _restarts(node: TestNode, namespace: str, pod: str) -> int:
-    status = node.get_json("pod", pod, "-n", namespace)["status"]
-    return sum(c["restartCount"] for c in status["containerStatuses"])
+---{web_server(namespace)}"""
 
 
 def test_unlabelled_namespace_is_untouched_until_labelled_then_running_pods_are_enrolled(mesh: TestNode) -> None:
@@ -155,10 +125,10 @@ def test_unlabelled_namespace_is_untouched_until_labelled_then_running_pods_are_
     assert f"pod=outside/{web} " not in ztunnel_logs(node)
     plain = fetch(node, NS, "sleep", "http://web.outside/")
     assert plain["ok"] == {web: 1}, plain
-    before = _restarts(node, "outside", web)
+    before = restarts(node, "outside", web)
     node.kubectl("label", "namespace", "outside", "istio.io/dataplane-mode=ambient")
     node.wait_for(f"{web} enrolled after the label", lambda: enrolled(node, web, "outside"), timeout=120)
-    assert _restarts(node, "outside", web) == before  # enrolled while running, not restarted
+    assert restarts(node, "outside", web) == before  # enrolled while running, not restarted
     node.get_json("pod", web, "-n", "outside")  # the same pod
     meshed = fetch(node, NS, "sleep", "http://web.outside/")
     assert meshed["ok"] == {web: 1}, meshed

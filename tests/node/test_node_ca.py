@@ -8,7 +8,18 @@ import base64
 
 import pytest
 
-from tests.node.ambient import NS, TRUST_DOMAIN, apply_mesh, enrolled, fetch, pod_name, ready_pods, rollout
+from tests.node.ambient import (
+    NS,
+    TRUST_DOMAIN,
+    apply_mesh,
+    enrolled,
+    fetch,
+    pod_name,
+    ready_pods,
+    restarts,
+    rollout,
+    web_server,
+)
 from tests.node.node import TestNode
 
 pytestmark = pytest.mark.node
@@ -36,35 +47,7 @@ metadata: {{name: late-web, namespace: {namespace}}}
 apiVersion: v1
 kind: ServiceAccount
 metadata: {{name: late-client, namespace: {namespace}}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: web, namespace: {namespace}}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: web}}}}
-  template:
-    metadata: {{labels: {{app: web}}}}
-    spec:
-      serviceAccountName: late-web
-      terminationGracePeriodSeconds: 0
-      containers:
-        - name: web
-          image: ghcr.io/pyambient/app:0.1.0
-          imagePullPolicy: IfNotPresent
-          command: [hello-server, "8080"]
-          env:
-            - name: POD_NAME
-              valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}
-          readinessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 2}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: web, namespace: {namespace}}}
-spec:
-  selector: {{app: web}}
-  ports: [{{port: 80, targetPort: 8080}}]
----
+---{web_server(namespace, 'late-web')}---
 apiVersion: apps/v1
 kind: Deployment
 metadata: {{name: client, namespace: {namespace}}}
@@ -82,10 +65,6 @@ spec:
 """
 
 
-def _restarts(node: TestNode, namespace: str, pod: str) -> int:
-    return sum(c["restartCount"] for c in node.get_json("pod", pod, "-n", namespace)["status"]["containerStatuses"])
-
-
 def _published_root(node: TestNode) -> str:
     return str(node.get_json("configmap", "istio-ca-root-cert", "-n", NS)["data"]["root-cert.pem"])
 
@@ -95,7 +74,7 @@ def test_a_replaced_controller_signs_under_the_same_root_and_new_pods_connect_wi
 ) -> None:
     node = mesh
     ztunnel = pod_name(node, "istio-system", "app=ztunnel")
-    ztunnel_restarts = _restarts(node, "istio-system", ztunnel)
+    ztunnel_restarts = restarts(node, "istio-system", ztunnel)
     secret = node.get_json("secret", "istio-ca-secret", "-n", "istio-system")
     assert secret is not None and secret["type"] == "istio.io/ca-root"
     root = _published_root(node)
@@ -135,7 +114,7 @@ def test_a_replaced_controller_signs_under_the_same_root_and_new_pods_connect_wi
         node.kubectl("delete", "namespace", LATE, "--wait=false", check=False)
 
     assert pod_name(node, "istio-system", "app=ztunnel") == ztunnel, "the ztunnel pod was not replaced"
-    assert _restarts(node, "istio-system", ztunnel) == ztunnel_restarts, "nor restarted"
+    assert restarts(node, "istio-system", ztunnel) == ztunnel_restarts, "nor restarted"
     assert _published_root(node) == root
     unchanged = node.get_json("secret", "istio-ca-secret", "-n", "istio-system")
     assert unchanged["metadata"]["resourceVersion"] == secret["metadata"]["resourceVersion"], "never rewritten"
