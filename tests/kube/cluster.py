@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,28 @@ def write_pki(directory: Path) -> Pki:
     pki.sa_public.write_bytes(sa_key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     return pki
+
+
+def wait_apiserver_ready(
+    server: str,
+    context: ssl.SSLContext,
+    check_alive: Callable[[], None],
+    *,
+    timeout: float,
+    detail: Callable[[], str] | None = None,
+) -> None:
+    """Poll `server`/readyz with the admin's TLS context until 200; `check_alive` raises if a process died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        check_alive()
+        try:
+            with urllib.request.urlopen(f"{server}/readyz", timeout=3, context=context) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"kube-apiserver did not become ready{': ' + detail() if detail else ''}")
 
 
 class KubeCluster:
@@ -257,20 +280,12 @@ class KubeCluster:
         return context
 
     def _wait_ready(self, proc: subprocess.Popen[bytes], *, timeout: float) -> None:
-        context = self._ssl_context()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def check_alive() -> None:
             if proc.poll() is not None:
                 logs = sorted(self.workdir.glob("kube-apiserver-*.log"))[-1].read_text()
                 raise RuntimeError(f"kube-apiserver exited: {logs[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.server}/readyz", timeout=2, context=context) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("kube-apiserver did not become ready")
+
+        wait_apiserver_ready(self.server, self._ssl_context(), check_alive, timeout=timeout)
 
     def install_crds(self) -> None:
         self.kubectl("apply", "--server-side", "-f", str(GATEWAY_API_CRDS), "-f", str(ISTIO_CRDS))

@@ -86,8 +86,13 @@ def restarts(node: TestNode, namespace: str, pod: str) -> int:
     return sum(c["restartCount"] for c in node.get_json("pod", pod, "-n", namespace)["status"]["containerStatuses"])
 
 
-def web_server(namespace: str, service_account: str = "") -> str:
-    """Deployment + Service `web` in `namespace`: one `hello-server` on 8080 answering with its pod name, port 80."""
+APP_IMAGE = "ghcr.io/pyambient/app:0.1.0"
+HELLO_SERVER = '[hello-server, "8080"]'
+
+
+def web_server(namespace: str, service_account: str = "", image: str = APP_IMAGE, command: str = HELLO_SERVER) -> str:
+    """Deployment + Service `web` in `namespace`: one server on 8080 (by default `hello-server`, answering with its
+    pod name), as port 80 of the Service. `command`: a YAML flow list."""
     account = f"\n      serviceAccountName: {service_account}" if service_account else ""
     return f"""
 apiVersion: apps/v1
@@ -102,9 +107,9 @@ spec:
       terminationGracePeriodSeconds: 0
       containers:
         - name: web
-          image: ghcr.io/pyambient/app:0.1.0
+          image: {image}
           imagePullPolicy: IfNotPresent
-          command: [hello-server, "8080"]
+          command: {command}
           env:
             - name: POD_NAME
               valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}

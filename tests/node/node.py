@@ -37,7 +37,6 @@ import signal
 import ssl
 import subprocess
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +46,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tests.kube.cluster import BIN_DIR, CACHE_DIR, GATEWAY_API_CRDS, ISTIO_CRDS, _certificate, _pem_key
+from tests.kube.cluster import (
+    BIN_DIR,
+    CACHE_DIR,
+    GATEWAY_API_CRDS,
+    ISTIO_CRDS,
+    _certificate,
+    _pem_key,
+    wait_apiserver_ready,
+)
 from tests.node.hostns import NODE_NETNS, HostNamespaces
 from tests.node.relay import NetnsRelay
 
@@ -630,18 +637,8 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
         return context
 
     def _wait_apiserver(self, timeout: float = 120) -> None:
-        context = self._ssl_context()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self._check_alive()
-            try:
-                with urllib.request.urlopen(f"{self.server}/readyz", timeout=3, context=context) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"kube-apiserver did not become ready: {self._log_tail('kube-apiserver')}")
+        wait_apiserver_ready(self.server, self._ssl_context(), self._check_alive, timeout=timeout,
+                             detail=lambda: self._log_tail("kube-apiserver"))
 
     def wait_node_ready(self, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout

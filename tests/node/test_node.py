@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.kube.cluster import ROOT
-from tests.node.ambient import ready_pods
+from tests.node.ambient import ready_pods, web_server
 from tests.node.node import NODE_NAME, TestNode
 
 pytestmark = pytest.mark.node
@@ -21,30 +21,7 @@ WEB_IMAGE = "ghcr.io/pyambient/pyambient:0.1.0"
 
 
 def _web(namespace: str) -> str:
-    return f"""
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: web, namespace: {namespace}}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: web}}}}
-  template:
-    metadata: {{labels: {{app: web}}}}
-    spec:
-      containers:
-        - name: web
-          image: {WEB_IMAGE}
-          imagePullPolicy: IfNotPresent
-          command: [python3, -m, http.server, "8080", --directory, /etc]
-          readinessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: web, namespace: {namespace}}}
-spec:
-  selector: {{app: web}}
-  ports: [{{port: 80, targetPort: 8080}}]
-"""
+    return web_server(namespace, image=WEB_IMAGE, command='[python3, -m, http.server, "8080", --directory, /etc]')
 
 
 def _http_get_in_pod(node: TestNode, namespace: str, pod: str, url: str) -> str:
